@@ -1,0 +1,3 @@
+from gpt5_ablate.cli import run
+
+run()

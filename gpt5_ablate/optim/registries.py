@@ -1,0 +1,3 @@
+from gpt5_ablate.registry import Registry
+
+OPTIMIZER: Registry = Registry("optimizer")

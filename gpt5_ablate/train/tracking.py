@@ -1,0 +1,184 @@
+"""MLflow tracking for one training run.
+
+Design points:
+- Metrics are buffered and sent with ``log_batch`` (one request per ``flush_every`` values),
+  never one call per value.
+- A resumed run logs into the same MLflow run. Values for steps the run already holds are
+  dropped, so the history has no repeats after a resume (the replayed steps are identical anyway
+  on a deterministic run).
+- Tracking must never cost a run its training: when the store is unreachable the tracker keeps
+  the values in memory, warns once, retries at the next flush, and at the end says what it could
+  not log. Every metric is also appended to ``metrics.jsonl`` in the run dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from gpt5_ablate.errors import InputError
+
+# Fail fast instead of retrying for minutes when a remote server is down.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+STATUSES = ("FINISHED", "FAILED", "KILLED")
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Raise InputError now, before any training, if the store cannot be used."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///")).expanduser()
+        parent = path.parent if str(path.parent) else Path(".")
+        if not parent.exists():
+            raise InputError(
+                f"tracking.uri={uri!r} points at a SQLite file in {parent}, which does not exist; "
+                "create the directory or use the default sqlite:///mlflow.db."
+            )
+        return
+    if uri.startswith(("http://", "https://")):
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
+                response.read()
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            raise InputError(
+                f"tracking.uri={uri!r} is unreachable ({error}); start the server "
+                "(`mlflow server --backend-store-uri sqlite:///mlflow.db --port 5000`) or use a "
+                "local store such as sqlite:///mlflow.db."
+            ) from error
+        return
+    if uri.startswith(("file:", "/", ".")) or "://" not in uri:
+        warnings.warn(
+            f"tracking.uri={uri!r} is a file store, which MLflow 3 deprecates; prefer "
+            "sqlite:///mlflow.db.",
+            stacklevel=2,
+        )
+
+
+def ensure_experiment(uri: str, name: str) -> str:
+    """Create (or find) the experiment; returns its id. Creating the SQLite schema here, once,
+    avoids parallel jobs racing to create it."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name)
+    except Exception:  # another process created it between our two calls
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+class Tracker:
+    """Logs one run. ``run_id`` given = resume that run."""
+
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        run_dir: Path,
+        run_name: str,
+        tags: dict[str, str],
+        params: dict[str, Any],
+        run_id: str | None = None,
+        flush_every: int = 50,
+    ) -> None:
+        from mlflow.entities import Param, RunTag
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=uri)
+        self.uri = uri
+        self.flush_every = flush_every
+        self.local_log = (run_dir / "metrics.jsonl").open("a")
+        self._pending: list[Any] = []
+        self._warned = False
+        self._already_logged: dict[str, int] = {}
+        experiment_id = ensure_experiment(uri, experiment)
+        if run_id is None:
+            run = self.client.create_run(
+                experiment_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()}
+            )
+            self.run_id = run.info.run_id
+            items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+            for start in range(0, len(items), 100):  # MLflow caps params per batch at 100
+                self.client.log_batch(self.run_id, params=items[start : start + 100])
+        else:
+            self.run_id = run_id
+            self.client.update_run(run_id, status="RUNNING")
+            self.client.log_batch(run_id, tags=[RunTag("resumed", "true")])
+            run = self.client.get_run(run_id)
+            for key in run.data.metrics:
+                history = self.client.get_metric_history(run_id, key)
+                self._already_logged[key] = max((m.step for m in history), default=-1)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        timestamp = int(time.time() * 1000)
+        self.local_log.write(json.dumps({"step": step, **metrics}) + "\n")
+        for key, value in metrics.items():
+            if step <= self._already_logged.get(key, -1):
+                continue  # logged before an interruption; the resumed run replays it
+            self._pending.append(Metric(key, float(value), timestamp, step))
+        if len(self._pending) >= self.flush_every:
+            self.flush()
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self._call(
+            self.client.log_batch, self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]
+        )
+
+    def flush(self) -> bool:
+        self.local_log.flush()
+        while self._pending:
+            batch = self._pending[:1000]  # MLflow caps metrics per batch at 1000
+            if not self._call(self.client.log_batch, self.run_id, metrics=batch):
+                return False
+            del self._pending[: len(batch)]
+        return True
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> bool:
+        log = self.client.log_artifacts if path.is_dir() else self.client.log_artifact
+        return self._call(log, self.run_id, str(path), artifact_path)
+
+    def finish(self, status: str) -> list[str]:
+        """End the run; returns what could not be logged (empty when all went through)."""
+        assert status in STATUSES, status
+        problems = []
+        if not self.flush():
+            problems.append(
+                f"{len(self._pending)} metric values could not be sent to {self.uri} "
+                f"(they are in {self.local_log.name})"
+            )
+        if not self._call(self.client.set_terminated, self.run_id, status):
+            problems.append(f"the run's final status {status} could not be recorded at {self.uri}")
+        self.local_log.close()
+        return problems
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> bool:
+        try:
+            fn(*args, **kwargs)
+            return True
+        except Exception as error:  # the store went away: keep training, say so once
+            if not self._warned:
+                warnings.warn(
+                    f"MLflow tracking at {self.uri} failed ({type(error).__name__}: {error}); "
+                    "training continues, metrics stay buffered and are written to "
+                    f"{self.local_log.name}.",
+                    stacklevel=2,
+                )
+                self._warned = True
+            return False

@@ -1,0 +1,58 @@
+"""Shared fixtures for the model, optimizer and model-config tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+import gpt5_ablate.model  # registers attention / norm / pos / ffn variants)
+import gpt5_ablate.optim  # noqa: F401  (registers optimizers)
+from gpt5_ablate.config import ModelConfig
+from gpt5_ablate.model import ATTENTION, FFN, GPT, POSITIONS, QK_NORM, ArchitectureConfig
+
+# Small enough that a forward/backward pass takes a few milliseconds on one CPU core.
+SMALL_MODEL: dict[str, Any] = dict(name="test", n_layers=2, d_model=64, n_heads=4, max_seq_len=32)
+
+
+@pytest.fixture
+def make_arch() -> Callable[..., ArchitectureConfig]:
+    """Factory: ``make_arch(attention, norm, pos, ffn, attention_kwargs=..., **model_fields)``.
+
+    Component configs are the registered dataclasses with their defaults (``attention_kwargs``
+    overrides fields of the attention config); the model preset is ``SMALL_MODEL`` unless
+    overridden field by field.
+    """
+
+    def _make(
+        attention: str = "gqa",
+        norm: str = "qk_rmsnorm",
+        pos: str = "rope",
+        ffn: str = "swiglu",
+        *,
+        attention_kwargs: dict[str, Any] | None = None,
+        **model_fields: Any,
+    ) -> ArchitectureConfig:
+        return ArchitectureConfig(
+            model=ModelConfig(**{**SMALL_MODEL, **model_fields}),
+            attention=ATTENTION.entry(attention).config_class(**(attention_kwargs or {})),
+            norm=QK_NORM.entry(norm).config_class(),
+            pos=POSITIONS.entry(pos).config_class(),
+            ffn=FFN.entry(ffn).config_class(),
+        )
+
+    return _make
+
+
+@pytest.fixture
+def make_gpt(make_arch: Callable[..., ArchitectureConfig]) -> Callable[..., GPT]:
+    """Factory: like ``make_arch`` plus ``vocab_size`` (97) and ``seed`` (0); returns an fp32 GPT in
+    eval mode."""
+
+    def _make(*args: str, vocab_size: int = 97, seed: int = 0, **kwargs: Any) -> GPT:
+        torch.manual_seed(seed)
+        return GPT(make_arch(*args, **kwargs), vocab_size).eval()
+
+    return _make

@@ -1,0 +1,367 @@
+"""Optimizers: Newton–Schulz, Muon's update rule, the parameter split, the builders, the LR schedule
+and an overfitting check for every model combination with each optimizer."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterator
+
+import pytest
+import torch
+from torch import nn
+
+from gpt5_ablate.model import GPT
+from gpt5_ablate.optim import (
+    AdamWConfig,
+    Muon,
+    MuonAdamWConfig,
+    build_adamw,
+    build_muon_adamw,
+    lr_multiplier,
+    newton_schulz_orthogonalize,
+    split_parameters,
+)
+
+MakeGPT = Callable[..., GPT]
+
+
+def _gaussian(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _singular_values(x: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.svdvals(x.double())
+
+
+# --- Newton–Schulz ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(256, 64), (512, 128), (64, 256), (3, 256, 64), (3, 64, 256)],
+    ids=["tall_256x64", "tall_512x128", "wide_64x256", "batch3_tall", "batch3_wide"],
+)
+def test_newton_schulz_singular_values_near_one(shape: tuple[int, ...]) -> None:
+    for seed in range(3):
+        x = _gaussian(*shape, seed=seed)
+        sv = _singular_values(newton_schulz_orthogonalize(x))
+        assert sv.min() >= 0.5 and sv.max() <= 1.5, (sv.min().item(), sv.max().item())
+
+
+def test_newton_schulz_batched_equals_one_by_one() -> None:
+    x = _gaussian(3, 128, 32, seed=1)
+    batched = newton_schulz_orthogonalize(x)
+    for i in range(3):
+        torch.testing.assert_close(batched[i], newton_schulz_orthogonalize(x[i]), atol=1e-2, rtol=0)
+
+
+def _controlled_spectrum(n: int, low: float, seed: int) -> torch.Tensor:
+    """Q1 diag(s) Q2^T with random orthogonal Q1, Q2 and s log-uniform in [low, 1]."""
+    gen = torch.Generator().manual_seed(seed)
+    q1, _ = torch.linalg.qr(torch.randn(n, n, generator=gen))
+    q2, _ = torch.linalg.qr(torch.randn(n, n, generator=gen))
+    s = torch.empty(n).uniform_(math.log(low), 0.0, generator=gen).exp()
+    return q1 @ torch.diag(s) @ q2.T
+
+
+@pytest.mark.parametrize("n", [32, 64, 128])
+def test_newton_schulz_square_with_controlled_spectrum(n: int) -> None:
+    """Singular values spread over [0.05, 1] all land in [0.5, 1.5] (measured: [0.67, 1.15];
+    the same holds down to a spread of [0.02, 1])."""
+    for seed in range(3):
+        sv = _singular_values(newton_schulz_orthogonalize(_controlled_spectrum(n, 0.05, seed)))
+        assert sv.min() >= 0.5 and sv.max() <= 1.5, (sv.min().item(), sv.max().item())
+
+
+def test_newton_schulz_square_gaussian_limitation() -> None:
+    """Known limit of 5 quintic steps from a Frobenius-normalised start: singular values below
+    about 1/400 of the Frobenius norm are not lifted to ~1, and a square Gaussian matrix has
+    singular values near zero (a 128x128 one can come out with a minimum of ~0.02). Muon accepts
+    this: those directions barely move. What must hold: every direction whose singular value is
+    at least 1% of the largest ends up in [0.5, 1.5].
+
+    NS is an odd matrix polynomial, so it keeps the singular vectors of its input; the output's
+    value for input direction i is u_i^T O v_i.
+    """
+    for seed in range(3):
+        x = _gaussian(128, 128, seed=seed).double()
+        u, s, vh = torch.linalg.svd(x)
+        out = newton_schulz_orthogonalize(x)
+        mapped = torch.diagonal(u.T @ out @ vh.T)
+        kept = s >= 0.01 * s.max()
+        assert kept.sum() >= 120  # only a handful of directions are below 1%
+        assert mapped[kept].min() >= 0.5 and mapped[kept].max() <= 1.5
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str
+)
+def test_newton_schulz_keeps_dtype_and_shape(dtype: torch.dtype) -> None:
+    x = _gaussian(2, 48, 16, seed=2).to(dtype)
+    out = newton_schulz_orthogonalize(x)
+    assert out.dtype == dtype and out.shape == x.shape
+
+
+def test_newton_schulz_transpose_equivariant_and_close_to_polar() -> None:
+    tall = _gaussian(256, 64, seed=3)
+    out = newton_schulz_orthogonalize(tall)
+    torch.testing.assert_close(newton_schulz_orthogonalize(tall.T), out.T, atol=1e-2, rtol=0)
+    # It approximates the polar factor U V^T (not merely some orthogonal-ish matrix).
+    u, _, vh = torch.linalg.svd(tall.double(), full_matrices=False)
+    polar = u @ vh
+    assert torch.linalg.norm(out.double() - polar) / torch.linalg.norm(polar) < 0.3
+
+
+# --- Muon's update rule -------------------------------------------------------------------------
+
+
+def _muon_param(rows: int, cols: int, seed: int = 0) -> nn.Parameter:
+    return nn.Parameter(_gaussian(rows, cols, seed=seed))
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (4, 6), (5, 5)], ids=["tall", "wide", "square"])
+def test_muon_step_without_momentum(shape: tuple[int, int]) -> None:
+    rows, cols = shape
+    p = _muon_param(rows, cols)
+    start = p.detach().clone()
+    grad = _gaussian(rows, cols, seed=1)
+    lr = 0.1
+    opt = Muon([p], lr=lr, momentum=0.0, nesterov=True)
+    p.grad = grad.clone()
+    opt.step()
+    scale = math.sqrt(max(1.0, rows / cols))
+    expected = start - lr * scale * newton_schulz_orthogonalize(grad)
+    torch.testing.assert_close(p.detach(), expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("nesterov", [True, False], ids=["nesterov", "heavy_ball"])
+def test_muon_momentum_two_steps(nesterov: bool) -> None:
+    p = _muon_param(8, 4)
+    w0 = p.detach().clone()
+    g1, g2 = _gaussian(8, 4, seed=1), _gaussian(8, 4, seed=2)
+    lr, mu, scale = 0.05, 0.9, math.sqrt(2.0)
+    opt = Muon([p], lr=lr, momentum=mu, nesterov=nesterov)
+    for g in (g1, g2):
+        p.grad = g.clone()
+        opt.step()
+    # Buffers: B1 = g1, B2 = mu g1 + g2. Updates: Nesterov g + mu B, otherwise B.
+    b1, b2 = g1, mu * g1 + g2
+    u1, u2 = (g1 + mu * b1, g2 + mu * b2) if nesterov else (b1, b2)
+    w1 = w0 - lr * scale * newton_schulz_orthogonalize(u1)
+    w2 = w1 - lr * scale * newton_schulz_orthogonalize(u2)
+    torch.testing.assert_close(p.detach(), w2, atol=1e-6, rtol=0)
+
+
+def test_muon_weight_decay_shrinks_weights() -> None:
+    lr, wd = 0.1, 0.5
+    p = _muon_param(4, 4)
+    w0 = p.detach().clone()
+    opt = Muon([p], lr=lr, momentum=0.95, weight_decay=wd)
+    p.grad = torch.zeros_like(p)  # orthogonalising zero gives zero: only the decay acts
+    opt.step()
+    torch.testing.assert_close(p.detach(), w0 * (1 - lr * wd), atol=1e-7, rtol=0)
+
+    q = _muon_param(6, 3, seed=4)
+    q0, grad = q.detach().clone(), _gaussian(6, 3, seed=5)
+    opt = Muon([q], lr=lr, momentum=0.0, weight_decay=wd)
+    q.grad = grad
+    opt.step()
+    expected = q0 * (1 - lr * wd) - lr * math.sqrt(2.0) * newton_schulz_orthogonalize(grad)
+    torch.testing.assert_close(q.detach(), expected, atol=1e-6, rtol=0)
+
+
+def test_muon_batches_same_shape_matrices_independently() -> None:
+    a, b, c = _muon_param(8, 4, seed=0), _muon_param(8, 4, seed=1), _muon_param(3, 5, seed=2)
+    start = [p.detach().clone() for p in (a, b, c)]
+    grads = [_gaussian(*p.shape, seed=10 + i) for i, p in enumerate((a, b, c))]
+    opt = Muon([a, b, c], lr=0.1, momentum=0.0)
+    for p, g in zip((a, b, c), grads, strict=True):
+        p.grad = g.clone()
+    opt.step()
+    for p, w, g in zip((a, b, c), start, grads, strict=True):
+        scale = math.sqrt(max(1.0, p.size(0) / p.size(1)))
+        expected = w - 0.1 * scale * newton_schulz_orthogonalize(g)
+        torch.testing.assert_close(p.detach(), expected, atol=1e-2, rtol=0)
+
+
+def test_muon_rejects_non_matrices() -> None:
+    with pytest.raises(ValueError, match="2-D"):
+        Muon([nn.Parameter(torch.zeros(4))])
+
+
+# --- parameter split and builders --------------------------------------------------------------
+
+
+def _ids(params: list[nn.Parameter] | list[tuple[str, nn.Parameter]]) -> set[int]:
+    return {id(p[1] if isinstance(p, tuple) else p) for p in params}
+
+
+@pytest.mark.parametrize("tie", [True, False], ids=["tied", "untied"])
+@pytest.mark.parametrize("pos", ["rope", "learned"])
+@pytest.mark.parametrize("attention", ["mha", "gqa", "mla"])
+def test_split_parameters(make_gpt: MakeGPT, attention: str, pos: str, tie: bool) -> None:
+    kwargs = {"attention_kwargs": {"q_lora_rank": 16}} if attention == "mla" else {}
+    model = make_gpt(attention, "qk_rmsnorm", pos, "gelu", tie_embeddings=tie, **kwargs)
+    split = split_parameters(model)
+    groups = [split.hidden_matrices, split.embeddings_and_head, split.vectors]
+    listed = [id(p) for group in groups for _, p in group]
+    all_ids = {id(p) for p in model.parameters()}
+    assert len(listed) == len(set(listed)) == len(all_ids)  # each exactly once, tied counted once
+    assert set(listed) == all_ids
+
+    hidden = _ids(split.hidden_matrices)
+    assert all(name.startswith("blocks.") and p.ndim == 2 for name, p in split.hidden_matrices)
+    block_matrices = {
+        id(p) for n, p in model.named_parameters() if n.startswith("blocks.") and p.ndim == 2
+    }
+    assert hidden == block_matrices
+    never_muon = [model.token_embedding.weight, model.lm_head.weight]
+    if pos == "learned":
+        never_muon.append(model.positions.table.weight)
+    assert not _ids(never_muon) & hidden
+    assert _ids(never_muon) <= _ids(split.embeddings_and_head)
+    assert all(p.ndim < 2 for _, p in split.vectors)
+
+
+def test_split_skips_frozen_parameters(make_gpt: MakeGPT) -> None:
+    model = make_gpt("gqa", "qk_rmsnorm", "rope", "swiglu")
+    frozen = model.blocks[0].attn.q_proj.weight
+    frozen.requires_grad_(False)
+    split = split_parameters(model)
+    everything = split.hidden_matrices + split.embeddings_and_head + split.vectors
+    assert id(frozen) not in _ids(everything)
+
+
+def _optimizer_ids(opt: torch.optim.Optimizer) -> set[int]:
+    return {id(p) for group in opt.param_groups for p in group["params"]}
+
+
+@pytest.mark.parametrize("lr_scale", [1.0, 0.5, 3.0])
+@pytest.mark.parametrize("tie", [True, False], ids=["tied", "untied"])
+def test_build_muon_adamw(make_gpt: MakeGPT, tie: bool, lr_scale: float) -> None:
+    model = make_gpt("mla", "qk_rmsnorm", "learned", "gelu", tie_embeddings=tie)
+    cfg = MuonAdamWConfig(lr_scale=lr_scale)
+    opts = build_muon_adamw(cfg, model)
+    assert [type(o) for o in opts] == [Muon, torch.optim.AdamW]
+    muon, adamw = opts
+    muon_ids, adamw_ids = _optimizer_ids(muon), _optimizer_ids(adamw)
+    assert not muon_ids & adamw_ids
+    assert muon_ids | adamw_ids == {id(p) for p in model.parameters()}
+    assert muon_ids == _ids(split_parameters(model).hidden_matrices)
+    assert all(g["lr"] == pytest.approx(0.02 * lr_scale) for g in muon.param_groups)
+    assert all(g["lr"] == pytest.approx(3e-3 * lr_scale) for g in adamw.param_groups)
+    for group in adamw.param_groups:
+        decayed = group["weight_decay"] > 0
+        assert all((p.ndim >= 2) == decayed for p in group["params"])
+        assert group["weight_decay"] in (0.0, cfg.adamw_weight_decay)
+
+
+@pytest.mark.parametrize("lr_scale", [1.0, 0.5, 3.0])
+def test_build_adamw(make_gpt: MakeGPT, lr_scale: float) -> None:
+    model = make_gpt("gqa", "qk_rmsnorm", "learned", "gelu", tie_embeddings=False)
+    cfg = AdamWConfig(lr_scale=lr_scale, weight_decay=0.1)
+    (opt,) = build_adamw(cfg, model)
+    assert isinstance(opt, torch.optim.AdamW)
+    assert _optimizer_ids(opt) == {id(p) for p in model.parameters()}
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert decayed == {id(p) for p in model.parameters() if p.ndim >= 2}
+    assert all(g["weight_decay"] in (0.0, 0.1) for g in opt.param_groups)
+    assert all(g["lr"] == pytest.approx(3e-3 * lr_scale) for g in opt.param_groups)
+
+
+# --- LR schedule -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [
+        (0, 0.1),  # warm-up: (step + 1) / warmup = 1/10
+        (4, 0.5),
+        (9, 1.0),  # last warm-up step reaches the peak
+        (10, 1.0),  # cosine starts at 1 (progress 0)
+        (55, 0.55),  # progress 45/90 = 1/2: 0.1 + 0.9 * 0.5 * (1 + cos(pi/2))
+        (25, 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 6))),  # progress 15/90 = 1/6
+        (100, 0.1),  # floor
+        (1000, 0.1),  # stays on the floor
+    ],
+)
+def test_lr_multiplier(step: int, expected: float) -> None:
+    assert lr_multiplier(step, warmup_steps=10, total_steps=100, min_ratio=0.1) == pytest.approx(
+        expected
+    )
+
+
+def test_lr_multiplier_without_warmup_and_monotone_decay() -> None:
+    assert lr_multiplier(0, warmup_steps=0, total_steps=50, min_ratio=0.0) == pytest.approx(1.0)
+    assert lr_multiplier(50, warmup_steps=0, total_steps=50, min_ratio=0.0) == pytest.approx(0.0)
+    values = [lr_multiplier(s, 10, 100, 0.1) for s in range(10, 101)]
+    assert all(a >= b for a, b in itertools.pairwise(values))
+
+
+# --- every combination overfits one batch --------------------------------------------------------
+
+COMBOS = list(
+    itertools.product(
+        ("mha", "gqa", "mla"), ("qk_rmsnorm", "none"), ("rope", "learned"), ("swiglu", "gelu")
+    )
+)
+OVERFIT_VOCAB, OVERFIT_ALPHABET, OVERFIT_MAX_STEPS = 64, 8, 200
+
+
+def steps_to_overfit(model: GPT, optimizer: str, max_steps: int = OVERFIT_MAX_STEPS) -> int | None:
+    """Train on one fixed 4 x 16 batch with the default hyper-parameters (constant LR); return the
+    number of steps after which the loss is below 20% of its initial value, or None.
+
+    The batch uses only 8 of the 64 token ids, so each token is followed by many different ones:
+    a bigram (embedding -> head) shortcut plateaus near ln 8 ~ 2.1 nats, well above the threshold
+    of 0.2 x ln 64 ~ 0.83, and memorising needs the attention blocks and positions.
+    """
+    gen = torch.Generator().manual_seed(0)
+    data = torch.randint(0, OVERFIT_ALPHABET, (4, 17), generator=gen)
+    inputs, targets = data[:, :-1], data[:, 1:]
+    if optimizer == "muon_adamw":
+        optimizers = build_muon_adamw(MuonAdamWConfig(), model)
+    else:
+        optimizers = build_adamw(AdamWConfig(), model)
+    model.train()
+    initial: float | None = None
+    for step in range(max_steps + 1):
+        _, loss = model(inputs, targets)
+        assert loss is not None and torch.isfinite(loss)
+        initial = loss.item() if initial is None else initial
+        if loss.item() < 0.2 * initial:
+            return step
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for opt in optimizers:
+            opt.step()
+    return None
+
+
+@pytest.fixture
+def single_thread() -> Iterator[None]:
+    """Tiny matmuls (Muon's bf16 Newton–Schulz above all) only lose to threading overhead, and
+    badly so when other processes share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("single_thread")
+@pytest.mark.parametrize("optimizer", ["muon_adamw", "adamw"])
+@pytest.mark.parametrize(
+    ("attention", "norm", "pos", "ffn"), COMBOS, ids=["-".join(c) for c in COMBOS]
+)
+def test_overfits_one_batch(
+    make_gpt: MakeGPT, attention: str, norm: str, pos: str, ffn: str, optimizer: str
+) -> None:
+    # One block keeps 48 training runs within budget; every component is still on the path.
+    model = make_gpt(
+        attention, norm, pos, ffn, vocab_size=OVERFIT_VOCAB, n_layers=1, max_seq_len=16
+    )
+    steps = steps_to_overfit(model, optimizer)
+    assert steps is not None, f"loss stayed above 20% of its start for {OVERFIT_MAX_STEPS} steps"
