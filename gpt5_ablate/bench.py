@@ -124,7 +124,13 @@ def bench_arm(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
                 by_shape[tuple(p.shape)] += 1
         stacks = [torch.randn(n, *shape, device=runtime.device) for shape, n in by_shape.items()]
         ns_s = statistics.median(
-            timed(lambda: [newton_schulz_orthogonalize(s) for s in stacks], sync) for _ in range(5)
+            timed(
+                lambda: [
+                    newton_schulz_orthogonalize(s, dtype=muon[0]._ns_dtype(s)) for s in stacks
+                ],
+                sync,
+            )
+            for _ in range(5)
         )
 
     # Decoding with the KV cache, batch 1, greedy.

@@ -58,23 +58,23 @@ def _divisors(n: int) -> list[int]:
 
 @dataclass
 class TrainerConfig:
-    max_steps: int = 600
+    max_steps: int = 200
     # A token budget overrides max_steps when set: steps = ceil(max_tokens / tokens_per_step).
     max_tokens: int | None = None
     seq_len: int | None = None  # None: model.max_seq_len
-    micro_batch_size: int = 16
+    micro_batch_size: int = 8
     grad_accum_steps: int = 1
     precision: str = "auto"  # auto: bf16 on CUDA, fp32 elsewhere
     compile: bool = False
     device: str = "auto"
     grad_clip: float = 1.0
-    warmup_steps: int = 30
+    warmup_steps: int = 20
     min_lr_ratio: float = 0.1  # cosine floor, as a fraction of each group's peak LR
-    eval_every: int = 100
-    eval_tokens: int = 65536  # size of the fixed held-out token set
+    eval_every: int = 50
+    eval_tokens: int = 16384  # size of the fixed held-out token set
     eval_batch_size: int = 32
     log_every: int = 10
-    checkpoint_every: int = 200  # 0: only the final checkpoint
+    checkpoint_every: int = 100  # 0: only the final checkpoint
     keep_checkpoints: int = 2
     resume: bool = True  # re-running the same command in the same run dir resumes
     on_nonfinite: str = "stop"  # stop | skip
@@ -141,6 +141,24 @@ class TrackingConfig:
 
 
 @dataclass
+class BenchConfig:
+    """Settings of ``python -m gpt5_ablate.bench`` (see conf/bench.yaml)."""
+
+    arms: list[list[str]] = field(default_factory=list)
+    vocab_size: int = 8192
+    warmup_steps: int = 3
+    timed_steps: int = 10
+    repeats: int = 3
+    decode_tokens: int = 64
+    decode_prompt: int = 16
+    peak_flops: float = 989.0e12  # H100 SXM dense bf16
+    bare_baseline: bool = True
+    data_loader: bool = True
+    output_dir: str = "bench_results"
+    log_mlflow: bool = False
+
+
+@dataclass
 class Config:
     attention: Any = MISSING
     norm: Any = MISSING
@@ -156,6 +174,7 @@ class Config:
     cache_dir: str = "~/.cache/gpt5_ablate"
     # Set by a named experiment (``+experiment=...``); tagged on every run.
     experiment_name: str | None = None
+    bench: BenchConfig | None = None  # only used by gpt5_ablate.bench
 
 
 def register_configs() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -56,3 +56,13 @@ def make_gpt(make_arch: Callable[..., ArchitectureConfig]) -> Callable[..., GPT]
         return GPT(make_arch(*args, **kwargs), vocab_size).eval()
 
     return _make
+
+
+@pytest.fixture
+def single_thread() -> Iterator[None]:
+    """Run a test on one intra-op thread. These tests use tiny tensors, where a second thread only
+    adds overhead, and a lot of it (10x and more) when other processes share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

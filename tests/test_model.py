@@ -30,6 +30,7 @@ ALL_COMBOS = list(itertools.product(ATTENTIONS, NORMS, POSITIONS, FFNS))
 COMBO_IDS = ["-".join(combo) for combo in ALL_COMBOS]
 
 MakeGPT = Callable[..., GPT]
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _tokens(batch: int, seq_len: int, seed: int = 0, vocab: int = VOCAB) -> torch.Tensor:

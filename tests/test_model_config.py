@@ -23,6 +23,7 @@ from gpt5_ablate.registry import Registry, to_dataclass
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 MakeArch = Callable[..., ArchitectureConfig]
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 # (id, make_arch arguments, substrings the message must contain: the bad value and what is valid)
 BAD_CONFIGS: list[tuple[str, dict[str, Any], list[str]]] = [

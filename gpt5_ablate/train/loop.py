@@ -80,9 +80,10 @@ def make_plan(cfg: DictConfig) -> TrainPlan:
     optimizer.validate()
     data = to_dataclass(DATA, cfg.data)
     tokenizer = to_dataclass(TOKENIZER, cfg.tokenizer)
-    for component in (data, tokenizer):
-        if hasattr(component, "validate"):
-            component.validate()
+    # The corpus and tokenizer checks are cheap (no reading, no download): run them here, so a
+    # bad data or tokenizer value fails before any run dir, cache entry or MLflow run exists.
+    DATA.get(data.name)(data).validate()
+    TOKENIZER.get(tokenizer.name)(tokenizer).validate()
     seq_len = trainer.resolved_seq_len(arch.model)
     tokens_per_step = trainer.micro_batch_size * trainer.grad_accum_steps * seq_len
     if trainer.max_tokens is not None:

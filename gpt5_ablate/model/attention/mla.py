@@ -52,8 +52,8 @@ class MLAConfig:
             kv_lora_rank=self.kv_lora_rank if self.kv_lora_rank is not None else 2 * head_dim,
             q_lora_rank=self.q_lora_rank,
             qk_rope_head_dim=rope_dim if rotary else 0,
-            qk_nope_head_dim=self.qk_nope_head_dim or head_dim,
-            v_head_dim=self.v_head_dim or head_dim,
+            qk_nope_head_dim=head_dim if self.qk_nope_head_dim is None else self.qk_nope_head_dim,
+            v_head_dim=head_dim if self.v_head_dim is None else self.v_head_dim,
             norm_eps=self.norm_eps,
         )
 
@@ -73,9 +73,16 @@ class MLAConfig:
                     + (" (or 0 to disable)." if key == "q_lora_rank" else ".")
                 )
         if rotary and r.qk_rope_head_dim % 2:
+            derived = (
+                f" (derived as head_dim // 2, with head_dim = model.d_model={model.d_model} / "
+                f"model.n_heads={model.n_heads} = {model.head_dim})"
+                if self.qk_rope_head_dim is None
+                else ""
+            )
             raise ConfigError(
-                f"attention.qk_rope_head_dim={r.qk_rope_head_dim} must be even for RoPE "
-                "(channels are rotated in pairs)."
+                f"attention.qk_rope_head_dim={r.qk_rope_head_dim}{derived} must be even for RoPE "
+                "(channels are rotated in pairs); set an even attention.qk_rope_head_dim, choose "
+                "n_heads so the head dim is a multiple of 4, or use pos=learned."
             )
         if rotary and r.qk_rope_head_dim == 0:
             raise ConfigError(
