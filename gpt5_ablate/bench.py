@@ -65,7 +65,7 @@ def bench_arm(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
     plan = make_plan(cfg)
     bench = cfg.bench
     trainer = plan.trainer
-    runtime = resolve_runtime(trainer.device, trainer.precision)
+    runtime = resolve_runtime(trainer.device, trainer.precision, trainer.num_threads)
     sync = runtime.synchronize
     if runtime.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(runtime.device)
@@ -217,7 +217,7 @@ def bench_bare(cfg: DictConfig) -> dict[str, Any]:
 
     plan = make_plan(cfg)
     m, trainer = plan.arch.model, plan.trainer
-    runtime = resolve_runtime(trainer.device, trainer.precision)
+    runtime = resolve_runtime(trainer.device, trainer.precision, trainer.num_threads)
     hidden = -(-(8 * m.d_model // 3) // 32) * 32
     torch.manual_seed(cfg.seed)
     embed = nn.Embedding(cfg.bench.vocab_size, m.d_model)

@@ -6,6 +6,7 @@ import hashlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -30,8 +31,14 @@ if not OmegaConf.has_resolver("gpt5_ablate_hash"):
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
-def main(cfg: DictConfig) -> dict[str, float] | None:
-    from gpt5_ablate.train.hydra_callbacks import PARENT_RUN_ENV, SWEEP_ID_ENV
+def main(cfg: DictConfig) -> Any:
+    """One run: its final eval metrics; in a sweep, a ``JobFailure`` for a reported error."""
+    from gpt5_ablate.train.hydra_callbacks import (
+        PARENT_RUN_ENV,
+        SWEEP_ID_ENV,
+        JobFailure,
+        active_sweep,
+    )
     from gpt5_ablate.train.loop import NonFiniteLossError, TrainingInterrupted, train
 
     hydra_cfg = HydraConfig.get()
@@ -46,9 +53,24 @@ def main(cfg: DictConfig) -> dict[str, float] | None:
         )
     except (ConfigError, InputError, NonFiniteLossError, TrainingInterrupted) as error:
         print(f"\nerror: {error}", file=sys.stderr)
-        if multirun:  # let Hydra record this job as failed and go on with the others
+        code = 130 if isinstance(error, TrainingInterrupted) else 2
+        if not multirun:
+            sys.exit(code)
+        if "BasicLauncher" not in str(hydra_cfg.launcher.get("_target_", "")):
+            # Jobs in other processes (joblib, SLURM): the sweep callback there is not the one
+            # that summarises, so let the launcher record the failure as Hydra does.
             raise
-        sys.exit(130 if isinstance(error, TrainingInterrupted) else 2)
+        reason = f"{type(error).__name__}: {error}"
+        if isinstance(error, TrainingInterrupted):
+            # Ctrl-C / SIGTERM stops the whole sweep, not just this job; re-running the sweep
+            # resumes every job. SystemExit passes through Hydra, which would go on otherwise.
+            sweep = active_sweep()
+            if sweep is not None:
+                sweep.record_interrupted(" ".join(hydra_cfg.overrides.task), reason)
+            sys.exit(code)
+        # The other jobs go on; the job counts as failed in the sweep summary and exit status,
+        # without the traceback Hydra would print for a raised error.
+        return JobFailure(reason)
     print(
         f"\nDone: {result.steps} steps, {result.tokens:,} tokens in {result.elapsed_s:.0f}s. "
         f"val loss {result.first_eval.get('loss', float('nan')):.3f} -> {result.final_eval['loss']:.3f} "
@@ -68,7 +90,14 @@ def run() -> None:
     """Console entry point: adds ``experiments/`` to Hydra's search path for ``+experiment=``."""
     if EXPERIMENTS_DIR.is_dir() and not any(a.startswith("hydra.searchpath") for a in sys.argv):
         sys.argv.append(f"hydra.searchpath=[file://{EXPERIMENTS_DIR}]")
-    main()
+    from gpt5_ablate.train.hydra_callbacks import finish_sweep
+
+    try:
+        main()
+    finally:
+        status = finish_sweep()  # prints the sweep summary if Hydra did not
+    if status:
+        sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -7,17 +7,19 @@ the model size preset, the trainer and the tracking settings.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from gpt5_ablate.errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 NONFINITE_POLICIES = ("stop", "skip")
+PARALLEL_MODES = ("auto", "none", "ddp", "fsdp")
 
 
 @dataclass
@@ -67,6 +69,9 @@ class TrainerConfig:
     precision: str = "auto"  # auto: bf16 on CUDA, fp32 elsewhere
     compile: bool = False
     device: str = "auto"
+    num_threads: int | None = None  # CPU threads for torch (None: torch's default)
+    # Under torchrun: auto = ddp when WORLD_SIZE > 1, else none; fsdp = FSDP2 (fully_shard).
+    parallel: str = "auto"
     grad_clip: float = 1.0
     warmup_steps: int = 20
     min_lr_ratio: float = 0.1  # cosine floor, as a fraction of each group's peak LR
@@ -122,6 +127,12 @@ class TrainerConfig:
                     "(the number of positions the model supports); lower trainer.seq_len or raise "
                     "model.max_seq_len."
                 )
+        if self.parallel not in PARALLEL_MODES:
+            raise ConfigError(
+                f"trainer.parallel={self.parallel!r} is invalid. Valid choices: {', '.join(PARALLEL_MODES)}."
+            )
+        if self.num_threads is not None and self.num_threads <= 0:
+            raise ConfigError(f"trainer.num_threads={self.num_threads} must be >= 1 (or null).")
         if self.grad_clip < 0:
             raise ConfigError(f"trainer.grad_clip={self.grad_clip} must be >= 0 (0 disables it).")
 
@@ -177,8 +188,18 @@ class Config:
     bench: BenchConfig | None = None  # only used by gpt5_ablate.bench
 
 
+def rank_log_suffix() -> str:
+    """``_rank<N>`` under a multi-process launch, else empty: the ranks of a torchrun run share
+    one run dir, so each needs its own Hydra log file (``cli_rank0.log``, ``cli_rank1.log``)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return ""
+    return f"_rank{os.environ.get('RANK', '0')}"
+
+
 def register_configs() -> None:
     """Store the top-level schema; component schemas are stored by their registries."""
+    if not OmegaConf.has_resolver("gpt5_ablate_rank_suffix"):
+        OmegaConf.register_new_resolver("gpt5_ablate_rank_suffix", rank_log_suffix)
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     cs.store(group="schema/model", name="base", node=ModelConfig)

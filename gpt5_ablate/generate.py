@@ -41,8 +41,10 @@ def parse_args(argv: list[str]) -> GenerateConfig:
         merged = OmegaConf.merge(OmegaConf.structured(GenerateConfig), cli)
     except Exception as error:
         valid = ", ".join(GenerateConfig.__dataclass_fields__)
+        # OmegaConf's message spans lines (full_key, object_type): keep the first, one line.
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(
-            f"Bad generate arguments {argv}: {error}. Valid keys: {valid}."
+            f"Bad generate arguments {argv}: {detail}. Valid keys: {valid}."
         ) from error
     cfg: GenerateConfig = OmegaConf.to_object(merged)
     if (cfg.run_id is None) == (cfg.checkpoint is None):
@@ -58,6 +60,18 @@ def checkpoint_from_run(run_id: str, tracking_uri: str) -> Path:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from gpt5_ablate.train.tracking import check_tracking_uri
+
+    if tracking_uri.startswith("sqlite:///"):
+        # Opening a missing SQLite file would create an empty store as a side effect.
+        store = Path(tracking_uri.removeprefix("sqlite:///")).expanduser()
+        if not store.is_file():
+            raise InputError(
+                f"tracking.uri={tracking_uri!r}: there is no MLflow store at {store}, so run_id="
+                f"{run_id!r} cannot be found; pass the tracking.uri the run was logged to, or "
+                "checkpoint=<path> instead."
+            )
+    check_tracking_uri(tracking_uri)  # an unreachable server: one clear error, no retries
     try:
         MlflowClient(tracking_uri).get_run(run_id)
     except MlflowException as error:

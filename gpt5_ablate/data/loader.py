@@ -46,6 +46,11 @@ class BlockLoader:
     ``(seed, epoch)``: the order depends on nothing but those two numbers, so the state is just
     ``(epoch, position)`` and a resumed run sees the very batches an uninterrupted run would.
     A batch that reaches the end of an epoch is completed from the start of the next one.
+
+    Data parallelism: with ``world_size`` > 1, ``batch_size`` is the global batch. Every rank
+    draws the same global batch (same seed, same order) and keeps its own contiguous slice of
+    ``batch_size // world_size`` blocks, so W ranks together see exactly the batches one process
+    would, and the state (a position in the global order) is the same on every rank.
     """
 
     def __init__(
@@ -54,6 +59,8 @@ class BlockLoader:
         batch_size: int,
         seed: int = 0,
         device: torch.device | str = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.blocks = _as_numpy(blocks)
         if len(self.blocks) == 0:
@@ -62,7 +69,13 @@ class BlockLoader:
             raise ConfigError(f"batch_size={batch_size} is invalid: it must be >= 1.")
         if seed < 0:
             raise ConfigError(f"seed={seed} is invalid: the data order needs a seed >= 0.")
+        if not 0 <= rank < world_size or batch_size % world_size:
+            raise ConfigError(
+                f"rank={rank}, world_size={world_size}, batch_size={batch_size}: the global batch "
+                "must split evenly over the ranks."
+            )
         self.batch_size = batch_size
+        self.rank, self.world_size = rank, world_size
         self.seed = seed
         self.device = torch.device(device)
         self.epoch = 0
@@ -96,8 +109,13 @@ class BlockLoader:
         return np.concatenate(parts)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(inputs, targets)``, int64 ``[batch_size, seq_len]`` each, on ``device``."""
-        return _to_device(self.blocks[self.next_indices()], self.device)
+        """``(inputs, targets)``, int64 ``[batch_size // world_size, seq_len]`` each, on
+        ``device``: this rank's slice of the next global batch."""
+        indices = self.next_indices()
+        if self.world_size > 1:
+            per_rank = self.batch_size // self.world_size
+            indices = indices[self.rank * per_rank : (self.rank + 1) * per_rank]
+        return _to_device(self.blocks[indices], self.device)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         while True:

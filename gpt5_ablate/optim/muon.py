@@ -20,6 +20,8 @@ machine), so ``ns_dtype="auto"`` picks fp32 there.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
+from functools import partial
 
 import torch
 
@@ -81,6 +83,7 @@ class Muon(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        offset = 0  # rotates which rank orthogonalises which matrix (see shared_orthogonalize)
         for group in self.param_groups:
             # Same-shape matrices are orthogonalised together in one batched iteration.
             by_shape: dict[tuple[int, int], list[torch.Tensor]] = defaultdict(list)
@@ -95,19 +98,83 @@ class Muon(torch.optim.Optimizer):
                         state["momentum_buffer"] = torch.zeros_like(p)
                     buf = state["momentum_buffer"]
                     buf.mul_(group["momentum"]).add_(p.grad)
-                    updates.append(
-                        p.grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
-                    )
-                orthogonal = newton_schulz_orthogonalize(
-                    torch.stack(updates), group["ns_steps"], dtype=self._ns_dtype(params[0])
+                    update = p.grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+                    # Under FSDP2 the momentum stays sharded; Newton-Schulz needs whole matrices.
+                    updates.append(_full(update))
+                orthogonalize = partial(
+                    newton_schulz_orthogonalize,
+                    steps=group["ns_steps"],
+                    dtype=self._ns_dtype(params[0]),
                 )
+                if _world_size() > 1:
+                    orthogonal = shared_orthogonalize(updates, orthogonalize, offset)
+                    offset += len(updates)
+                else:
+                    orthogonal = orthogonalize(torch.stack(updates))
                 scale = max(1.0, rows / cols) ** 0.5
                 for p, o in zip(params, orthogonal, strict=True):
                     p.mul_(1 - group["lr"] * group["weight_decay"])
-                    p.add_(o, alpha=-group["lr"] * scale)
+                    p.add_(_like(o, p), alpha=-group["lr"] * scale)
         return loss
 
     def _ns_dtype(self, param: torch.Tensor) -> torch.dtype:
         if self.ns_dtype == "auto":
             return torch.bfloat16 if param.is_cuda else torch.float32
         return {"bf16": torch.bfloat16, "fp32": torch.float32}[self.ns_dtype]
+
+
+def _world_size() -> int:
+    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return 1
+    return torch.distributed.get_world_size()
+
+
+def _full(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole matrix of an FSDP2-sharded DTensor (an all-gather); a plain tensor as it is."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+def _like(update: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """``update`` laid out like ``param``: this rank's shard of it when ``param`` is sharded."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if not isinstance(param, DTensor):
+        return update
+    # src_data_rank=None: every rank already holds the same full update, so each just keeps its
+    # own shard, without the broadcast distribute_tensor would otherwise do.
+    return distribute_tensor(update, param.device_mesh, param.placements, src_data_rank=None)
+
+
+def shared_orthogonalize(
+    matrices: list[torch.Tensor],
+    orthogonalize: Callable[[torch.Tensor], torch.Tensor],
+    offset: int = 0,
+) -> list[torch.Tensor]:
+    """Orthogonalise each matrix on one rank and give every rank all the results.
+
+    Under data parallelism every rank holds the same (all-reduced) gradients, so running
+    Newton-Schulz on all of them everywhere would repeat the same work world_size times. Matrix i
+    goes to rank (offset + i) mod world_size instead; each rank orthogonalises its share in one
+    batched call, and an all-gather hands every rank every result, so all ranks apply
+    bitwise-identical updates. ``offset`` rotates the assignment from one group of matrices to
+    the next, so groups smaller than the world do not always land on the first ranks.
+    """
+    dist = torch.distributed
+    world, rank = dist.get_world_size(), dist.get_rank()
+    owners = [(offset + i) % world for i in range(len(matrices))]
+    mine = [m for m, owner in zip(matrices, owners, strict=True) if owner == rank]
+    # all_gather needs one shape on every rank: pad each share to the largest one.
+    slots = max(owners.count(r) for r in range(world))
+    share = matrices[0].new_zeros((slots, *matrices[0].shape))
+    if mine:
+        share[: len(mine)] = orthogonalize(torch.stack(mine))
+    gathered = [torch.empty_like(share) for _ in range(world)]
+    dist.all_gather(gathered, share)
+    taken = [0] * world
+    results = []
+    for owner in owners:
+        results.append(gathered[owner][taken[owner]])
+        taken[owner] += 1
+    return results

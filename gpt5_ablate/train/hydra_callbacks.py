@@ -4,6 +4,12 @@ Parallel jobs writing to one fresh SQLite store race on its schema creation, so 
 experiment are created here, before any job starts. Every job of the sweep gets the same
 ``sweep_id`` tag and is nested under a parent run, so the MLflow UI shows them together. Hydra
 reports only the first failed job; ``on_multirun_end`` prints every job's outcome.
+
+A job that fails on a reported error (bad config, NaN loss) returns a ``JobFailure`` instead of
+raising, so Hydra prints no traceback and goes on with the other jobs. Hydra skips
+``on_multirun_end`` when a sweep ends early (a job raised an unexpected error, or a stop signal
+ended the sweep), so ``finish_sweep`` (called by the CLI after Hydra returns) prints the summary
+and closes the parent run then.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
@@ -21,13 +28,28 @@ SWEEP_ID_ENV = "GPT5_ABLATE_SWEEP_ID"
 PARENT_RUN_ENV = "GPT5_ABLATE_PARENT_RUN_ID"
 
 
+@dataclass
+class JobFailure:
+    """A sweep job's return value when it failed on an error already reported to the user."""
+
+    reason: str
+    status: str = "FAILED"  # or KILLED
+
+
+_active: SweepCallback | None = None  # the sweep running in this process, until it is reported
+
+
 class SweepCallback(Callback):
     def __init__(self) -> None:
         self.outcomes: list[tuple[str, str, str]] = []  # (overrides, status, reason)
         self.parent_run_id: str | None = None
         self.uri: str | None = None
+        self.reported = False
+        self.ended_early = False  # Hydra never called on_multirun_end (a job raised, a signal)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global _active
+        _active = self
         sweep_id = os.environ.get(SWEEP_ID_ENV) or uuid.uuid4().hex[:12]
         os.environ[SWEEP_ID_ENV] = sweep_id
         if not config.tracking.enabled:
@@ -54,10 +76,14 @@ class SweepCallback(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         overrides = " ".join(job_return.overrides or [])
         if job_return.status == JobStatus.COMPLETED:
-            self.outcomes.append((overrides, "FINISHED", ""))
+            value = job_return.return_value
+            if isinstance(value, JobFailure):
+                self.outcomes.append((overrides, value.status, _first_line(value.reason)))
+            else:
+                self.outcomes.append((overrides, "FINISHED", ""))
         else:
             error = job_return._return_value
-            reason = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+            reason = _first_line(f"{type(error).__name__}: {error}")
             status = (
                 "KILLED"
                 if type(error).__name__ in ("TrainingInterrupted", "KeyboardInterrupt")
@@ -65,14 +91,25 @@ class SweepCallback(Callback):
             )
             self.outcomes.append((overrides, status, reason))
 
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+    def record_interrupted(self, overrides: str, reason: str) -> None:
+        """A job stopped by a signal ends the sweep before Hydra calls on_job_end."""
+        self.outcomes.append((overrides, "KILLED", _first_line(reason)))
+
+    @property
+    def n_failed(self) -> int:
+        return sum(status != "FINISHED" for _, status, _ in self.outcomes)
+
+    def on_multirun_end(self, config: DictConfig | None = None, **kwargs: Any) -> None:
+        if self.reported:
+            return
+        self.reported = True
         failed = [o for o in self.outcomes if o[1] != "FINISHED"]
         if self.parent_run_id and self.uri:
             from mlflow.tracking import MlflowClient
 
             try:
                 MlflowClient(self.uri).set_terminated(
-                    self.parent_run_id, "FAILED" if failed else "FINISHED"
+                    self.parent_run_id, "FAILED" if failed or self.ended_early else "FINISHED"
                 )
             except Exception as error:
                 print(f"warning: could not close the sweep's parent run: {error}", file=sys.stderr)
@@ -80,9 +117,38 @@ class SweepCallback(Callback):
             return
         lines = [
             f"\nSweep summary: {len(self.outcomes) - len(failed)}/{len(self.outcomes)} runs finished, {len(failed)} failed."
+            + (" The sweep stopped before its last job." if self.ended_early else "")
         ]
+        # Show each job by the overrides that tell it apart, not the ones every job shares.
+        shared = set.intersection(*(set(o.split()) for o, _, _ in self.outcomes))
+        if len(self.outcomes) == 1:
+            shared = set()
         for overrides, status, reason in self.outcomes:
-            lines.append(
-                f"  {status:8s} {overrides}" + (f"\n           -> {reason}" if reason else "")
-            )
+            shown = " ".join(t for t in overrides.split() if t not in shared) or overrides
+            lines.append(f"  {status:8s} {shown}" + (f"\n           -> {reason}" if reason else ""))
         print("\n".join(lines), file=sys.stderr)
+
+
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0][:300] if lines else ""
+
+
+def active_sweep() -> SweepCallback | None:
+    return _active
+
+
+def finish_sweep() -> int:
+    """After Hydra returns (or raises): report a sweep Hydra ended without ``on_multirun_end``.
+
+    Returns the sweep's exit status: 1 when any job failed or was killed, 0 otherwise (and 0 when
+    no sweep ran in this process).
+    """
+    global _active
+    sweep, _active = _active, None
+    if sweep is None:
+        return 0
+    if not sweep.reported:
+        sweep.ended_early = True
+        sweep.on_multirun_end()
+    return 1 if sweep.n_failed or sweep.ended_early else 0

@@ -8,6 +8,7 @@ evaluate, checkpoint, log.
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 import subprocess
@@ -36,10 +37,14 @@ from gpt5_ablate.model import GPT, ArchitectureConfig
 from gpt5_ablate.optim import OPTIMIZER, lr_multiplier
 from gpt5_ablate.registry import to_dataclass
 from gpt5_ablate.train import checkpoint as ckpt
+from gpt5_ablate.train import distributed
 from gpt5_ablate.train.runtime import Runtime, resolve_runtime, seed_everything
 from gpt5_ablate.train.tracking import Tracker, check_tracking_uri
 
 SAMPLE_PROMPTS = ("def ", "import ", "The ")
+# The run dir's MLflow run, written as soon as the run exists: a run killed before its first
+# checkpoint is re-run into the same MLflow run instead of a duplicate.
+RUN_ID_FILE = "mlflow_run.json"
 
 
 class TrainingInterrupted(Exception):
@@ -84,8 +89,12 @@ def make_plan(cfg: DictConfig) -> TrainPlan:
     # bad data or tokenizer value fails before any run dir, cache entry or MLflow run exists.
     DATA.get(data.name)(data).validate()
     TOKENIZER.get(tokenizer.name)(tokenizer).validate()
+    if cfg.seed < 0:  # the data order (BlockLoader) is drawn from a generator seeded by it
+        raise ConfigError(f"seed={cfg.seed} is invalid: use an integer >= 0.")
     seq_len = trainer.resolved_seq_len(arch.model)
-    tokens_per_step = trainer.micro_batch_size * trainer.grad_accum_steps * seq_len
+    # Under torchrun a step takes micro_batch_size x grad_accum_steps sequences on every rank.
+    world_size = distributed.launch_world_size(trainer.parallel)
+    tokens_per_step = trainer.micro_batch_size * trainer.grad_accum_steps * seq_len * world_size
     if trainer.max_tokens is not None:
         total_steps = math.ceil(trainer.max_tokens / tokens_per_step)
     else:
@@ -201,6 +210,19 @@ def check_resumable(cfg: DictConfig, checkpoint: Path) -> None:
         )
 
 
+def _recorded_run_id(path: Path, tracking: TrackingConfig) -> str | None:
+    """The MLflow run of an earlier attempt in this run dir, if it used the same store."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    if record.get("uri") != tracking.uri or record.get("experiment") != tracking.experiment:
+        return None
+    return record.get("run_id")
+
+
 def git_commit() -> str:
     try:
         result = subprocess.run(
@@ -243,10 +265,11 @@ def train(
 ) -> TrainResult:
     plan = make_plan(cfg)
     trainer = plan.trainer
-    runtime = resolve_runtime(trainer.device, trainer.precision)
+    runtime = resolve_runtime(trainer.device, trainer.precision, trainer.num_threads)
+    dctx, runtime = distributed.setup(trainer.parallel, runtime)
+    run_dir = distributed.agree_on_run_dir(dctx, run_dir)
     if plan.tracking.enabled:
         check_tracking_uri(plan.tracking.uri)
-    run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_root = run_dir / "checkpoints"
     resume_from = ckpt.latest_checkpoint(checkpoint_root) if trainer.resume else None
     if resume_from is not None:
@@ -263,10 +286,14 @@ def train(
     unigram_loss = unigram_cross_entropy(
         prepared.train_blocks, prepared.val_blocks, prepared.vocab_size
     )
+    run_dir.mkdir(parents=True, exist_ok=True)  # only once the data is there: no empty run dirs
 
     # --- model and optimizers -----------------------------------------------------------------
     seed_everything(cfg.seed)
     model = GPT(plan.arch, prepared.vocab_size).to(runtime.device)
+    # DDP: a wrapper to step through, ``model`` stays plain; FSDP2 shards ``model`` in place,
+    # so the optimizers are built after this, over the sharded parameters.
+    parallel_model = distributed.wrap_model(dctx, model, runtime)
     optimizers = OPTIMIZER.get(plan.optimizer.name)(plan.optimizer, model)
 
     def schedule(step: int) -> float:
@@ -276,19 +303,24 @@ def train(
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.precision == "fp16")
     loader = BlockLoader(
         prepared.train_blocks,
-        batch_size=trainer.micro_batch_size,
+        batch_size=trainer.micro_batch_size * dctx.world_size,
         seed=cfg.seed,
         device=runtime.device,
+        rank=dctx.rank,
+        world_size=dctx.world_size,
     )
-    step_fn = torch.compile(model) if trainer.compile else model
+    step_fn = torch.compile(parallel_model) if trainer.compile else parallel_model
 
     start_step, elapsed_before, skipped, run_id = 0, 0.0, 0, None
     first_eval: dict[str, float] = {}
+    # The train/loss logged every log_every steps is a mean over the interval; a checkpoint taken
+    # mid-interval (a stop signal, checkpoint_every not a multiple of log_every) carries the
+    # partial sum, so the resumed run logs exactly what an uninterrupted run would.
+    interval_loss = torch.zeros((), device=runtime.device)
+    interval_steps = 0
     if resume_from is not None:
         state = ckpt.load_trainer_state(resume_from)
-        ckpt.load_weights(model, resume_from)
-        for opt, opt_state in zip(optimizers, state["optimizers"], strict=True):
-            opt.load_state_dict(opt_state)
+        distributed.load_model_and_optimizers(dctx, model, optimizers, resume_from, state)
         for sched, sched_state in zip(schedulers, state["schedulers"], strict=True):
             sched.load_state_dict(sched_state)
         scaler.load_state_dict(state["scaler"])
@@ -300,9 +332,14 @@ def train(
             state.get("run_id"),
             state["first_eval"],
         )
-        print(
-            f"Resuming from {resume_from} (step {start_step}/{plan.total_steps}).", file=sys.stderr
-        )
+        if "interval_loss" in state:  # absent from checkpoints written before it was saved
+            interval_loss = state["interval_loss"].to(runtime.device)
+            interval_steps = state["interval_steps"]
+        if dctx.is_main:
+            print(
+                f"Resuming from {resume_from} (step {start_step}/{plan.total_steps}).",
+                file=sys.stderr,
+            )
 
     # --- tracking -----------------------------------------------------------------------------
     factors = plan.factors()
@@ -331,14 +368,19 @@ def train(
         "device": str(runtime.device),
         "precision": runtime.precision,
         "unigram_val_loss": round(unigram_loss, 5),
+        **dctx.params(),
     }
     tracker = None
-    if plan.tracking.enabled:
+    if plan.tracking.enabled and dctx.is_main:  # one MLflow run per run, logged by rank 0
         run_name = (
             plan.tracking.run_name
             or "-".join(factors[k] for k in ("attention", "optimizer", "norm", "pos", "ffn"))
             + f"-s{cfg.seed}"
         )
+        run_id_file = run_dir / RUN_ID_FILE
+        from_checkpoint = run_id is not None
+        if run_id is None and trainer.resume:
+            run_id = _recorded_run_id(run_id_file, plan.tracking)
         tracker = Tracker(
             plan.tracking.uri,
             plan.tracking.experiment,
@@ -348,13 +390,21 @@ def train(
             params,
             run_id=run_id,
             flush_every=plan.tracking.flush_every,
+            # Without a checkpoint, a FINISHED run means its checkpoints were deleted: start anew.
+            reuse_finished=from_checkpoint,
         )
         run_id = tracker.run_id
+        run_id_file.write_text(
+            json.dumps(
+                {"run_id": run_id, "uri": plan.tracking.uri, "experiment": plan.tracking.experiment}
+            )
+        )
         print(
             f"MLflow run {run_id} in experiment {plan.tracking.experiment!r} at {plan.tracking.uri}",
             file=sys.stderr,
         )
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if dctx.is_main:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     def log(metrics: dict[str, float], step: int) -> None:
         if tracker is not None:
@@ -372,13 +422,17 @@ def train(
             "skipped_steps": skipped,
             "run_id": run_id,
             "first_eval": first_eval,
+            "interval_loss": interval_loss.detach().clone().cpu(),
+            "interval_steps": interval_steps,
         }
 
     def save(step: int, elapsed: float) -> Path:
-        path = ckpt.save_checkpoint(
+        path = distributed.save_checkpoint(
+            dctx,
             checkpoint_root,
             step,
             model,
+            optimizers,
             cfg,
             prepared.tokenizer_dir,
             trainer_state(step, elapsed),
@@ -389,31 +443,39 @@ def train(
         return path
 
     def run_eval(step: int, elapsed: float) -> dict[str, float]:
-        result = evaluate(model, prepared.val_blocks, trainer.eval_batch_size, runtime)
+        if dctx.active:  # each rank scores a share of the held-out set
+            result = distributed.evaluate_sharded(
+                dctx, model, prepared.val_blocks, trainer.eval_batch_size, runtime
+            )
+        else:
+            result = evaluate(model, prepared.val_blocks, trainer.eval_batch_size, runtime)
         log({f"val/{k}": v for k, v in result.items()} | {"time/elapsed_s": elapsed}, step)
         return result
 
     # --- the loop -----------------------------------------------------------------------------
     model.train()
     t_start = time.perf_counter() - elapsed_before
-    if start_step == 0:
-        first_eval = run_eval(0, 0.0)
     last_checkpoint = resume_from
     final_eval: dict[str, float] = {}
-    progress = _progress_bar(plan.total_steps, start_step, trainer.progress)
-    interval_loss = torch.zeros((), device=runtime.device)
-    interval_steps, interval_t0 = 0, time.perf_counter()
+    progress = _progress_bar(plan.total_steps, start_step, trainer.progress and dctx.is_main)
+    interval_t0, interval_t0_step = time.perf_counter(), start_step  # throughput since then
     status = "FAILED"
-    try:
+    try:  # from here on the MLflow run exists: any way out must close it
         with _stop_on_signals() as stop_requested:
+            if start_step == 0:
+                first_eval = run_eval(0, 0.0)
             for step in range(start_step, plan.total_steps):
                 micro_batches = [loader.next_batch() for _ in range(trainer.grad_accum_steps)]
                 step_loss = accumulate_gradients(step_fn, micro_batches, runtime, scaler)
+                # The global batch's loss (every rank's share is the same size), so every rank
+                # logs, and takes the non-finite decision below on, the same value.
+                step_loss = dctx.mean(step_loss)
                 for opt in optimizers:
                     scaler.unscale_(opt)
                 grad_norm = torch.nn.utils.clip_grad_norm_(
                     model.parameters(), trainer.grad_clip if trainer.grad_clip > 0 else float("inf")
                 )
+                grad_norm = distributed.full_value(grad_norm)  # FSDP: a DTensor over the shards
                 # fp16's scaler skips overflowing steps itself; elsewhere a NaN/Inf is a real fault.
                 if not scaler.is_enabled() and not bool(
                     torch.isfinite(step_loss) & torch.isfinite(grad_norm)
@@ -426,27 +488,27 @@ def train(
                             f"checkpoint is {last_checkpoint or 'none (no checkpoint yet)'}. Lower the "
                             "learning rate, or set trainer.on_nonfinite=skip to skip such steps."
                         )
+                    # Skipped, but still counted as a step: the evaluation, checkpoint and
+                    # stop-signal checks below must not be skipped with it.
                     skipped += 1
-                    for opt in optimizers:
-                        opt.zero_grad(set_to_none=True)
-                    for sched in schedulers:
-                        sched.step()
                     log({"train/skipped_steps": skipped}, step + 1)
-                    continue
-                for opt in optimizers:
-                    scaler.step(opt)
-                scaler.update()
+                else:
+                    for opt in optimizers:
+                        scaler.step(opt)
+                    scaler.update()
+                    interval_loss += step_loss
+                    interval_steps += 1
                 for opt in optimizers:
                     opt.zero_grad(set_to_none=True)
                 for sched in schedulers:
                     sched.step()
-                interval_loss += step_loss
-                interval_steps += 1
                 done = step + 1
-                if done % trainer.log_every == 0 or done == plan.total_steps:
+                if interval_steps and (done % trainer.log_every == 0 or done == plan.total_steps):
                     now = time.perf_counter()
                     mean_loss = (interval_loss / interval_steps).item()  # the one sync per interval
-                    tokens_per_s = interval_steps * plan.tokens_per_step / (now - interval_t0)
+                    tokens_per_s = (
+                        (done - interval_t0_step) * plan.tokens_per_step / (now - interval_t0)
+                    )
                     log(
                         {
                             "train/loss": mean_loss,
@@ -461,16 +523,18 @@ def train(
                     progress.update(done - progress.n)
                     progress.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tokens_per_s:,.0f}")
                     interval_loss.zero_()
-                    interval_steps, interval_t0 = 0, time.perf_counter()
+                    interval_steps, interval_t0, interval_t0_step = 0, time.perf_counter(), done
                 if done % trainer.eval_every == 0 or done == plan.total_steps:
                     final_eval = run_eval(done, time.perf_counter() - t_start)
                     progress.set_postfix(val_loss=f"{final_eval['loss']:.3f}")
-                if done == plan.total_steps or (
-                    trainer.checkpoint_every and done % trainer.checkpoint_every == 0
+                stop_now = distributed.agree_on_stop(dctx, stop_requested, runtime.device)
+                if (
+                    done == plan.total_steps
+                    or (trainer.checkpoint_every and done % trainer.checkpoint_every == 0)
+                    or stop_now
                 ):
                     last_checkpoint = save(done, time.perf_counter() - t_start)
-                if stop_requested:
-                    last_checkpoint = save(done, time.perf_counter() - t_start)
+                if stop_now:
                     status = "KILLED"
                     raise TrainingInterrupted(
                         f"Stopped by {stop_requested[0]} at step {done}/{plan.total_steps}; "
@@ -506,7 +570,8 @@ def train(
     samples = generate_samples(
         model, prepared, trainer.num_samples, trainer.sample_tokens, cfg.seed, runtime
     )
-    (run_dir / "samples.txt").write_text(samples)
+    if dctx.is_main:  # every rank samples (FSDP's forward is collective); rank 0 writes
+        (run_dir / "samples.txt").write_text(samples)
     problems: list[str] = []
     if tracker is not None:
         tracker.log_metrics({"final/elapsed_s": elapsed}, plan.total_steps)

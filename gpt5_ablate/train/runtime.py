@@ -31,7 +31,9 @@ class Runtime:
             torch.cuda.synchronize(self.device)
 
 
-def resolve_runtime(device: str, precision: str) -> Runtime:
+def resolve_runtime(device: str, precision: str, num_threads: int | None = None) -> Runtime:
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():

@@ -7,8 +7,9 @@ Design points:
   dropped, so the history has no repeats after a resume (the replayed steps are identical anyway
   on a deterministic run).
 - Tracking must never cost a run its training: when the store is unreachable the tracker keeps
-  the values in memory, warns once, retries at the next flush, and at the end says what it could
-  not log. Every metric is also appended to ``metrics.jsonl`` in the run dir.
+  the values in memory, warns once, retries at the first flush ``RETRY_AFTER_S`` later (so a
+  store that hangs cannot stall training at every flush), and at the end says what it could not
+  log. Every metric is also appended to ``metrics.jsonl`` in the run dir.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 STATUSES = ("FINISHED", "FAILED", "KILLED")
+RETRY_AFTER_S = 60.0  # after a failed call, send nothing until this much time has passed
 
 
 def check_tracking_uri(uri: str) -> None:
@@ -93,18 +95,26 @@ class Tracker:
         params: dict[str, Any],
         run_id: str | None = None,
         flush_every: int = 50,
+        reuse_finished: bool = True,
     ) -> None:
+        """``run_id``: resume that run, unless it no longer exists (the store was reset), belongs to
+        another experiment, or is FINISHED while ``reuse_finished`` is false; a new run otherwise."""
         from mlflow.entities import Param, RunTag
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri=uri)
         self.uri = uri
         self.flush_every = flush_every
+        self.run_dir = run_dir
         self.local_log = (run_dir / "metrics.jsonl").open("a")
         self._pending: list[Any] = []
         self._warned = False
+        self._retry_at = 0.0  # time.monotonic() before which no call is attempted
+        self._lost: list[str] = []  # tags and artifacts that could not be logged
         self._already_logged: dict[str, int] = {}
         experiment_id = ensure_experiment(uri, experiment)
+        if run_id is not None:
+            run_id = self._resumable(run_id, experiment_id, reuse_finished)
         if run_id is None:
             run = self.client.create_run(
                 experiment_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()}
@@ -122,6 +132,26 @@ class Tracker:
                 history = self.client.get_metric_history(run_id, key)
                 self._already_logged[key] = max((m.step for m in history), default=-1)
 
+    def _resumable(self, run_id: str, experiment_id: str, reuse_finished: bool) -> str | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException as error:
+            if getattr(error, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            warnings.warn(
+                f"MLflow run {run_id} (recorded in the run dir) does not exist at {self.uri}; "
+                "logging into a new run.",
+                stacklevel=3,
+            )
+            return None
+        if run.info.experiment_id != experiment_id:
+            return None
+        if run.info.status == "FINISHED" and not reuse_finished:
+            return None
+        return run_id
+
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
@@ -137,42 +167,59 @@ class Tracker:
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        self._call(
+        if not self._call(
             self.client.log_batch, self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]
-        )
+        ):
+            self._lost.append(f"tags {', '.join(tags)}")
 
-    def flush(self) -> bool:
+    def flush(self, force: bool = False) -> bool:
         self.local_log.flush()
         while self._pending:
             batch = self._pending[:1000]  # MLflow caps metrics per batch at 1000
-            if not self._call(self.client.log_batch, self.run_id, metrics=batch):
+            if not self._call(self.client.log_batch, self.run_id, metrics=batch, force=force):
                 return False
             del self._pending[: len(batch)]
         return True
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> bool:
         log = self.client.log_artifacts if path.is_dir() else self.client.log_artifact
-        return self._call(log, self.run_id, str(path), artifact_path)
+        if self._call(log, self.run_id, str(path), artifact_path):
+            return True
+        shown = path.relative_to(self.run_dir) if path.is_relative_to(self.run_dir) else path
+        self._lost.append(f"artifact {shown}")
+        return False
 
     def finish(self, status: str) -> list[str]:
         """End the run; returns what could not be logged (empty when all went through)."""
         assert status in STATUSES, status
         problems = []
-        if not self.flush():
+        if self._lost:
+            shown = "; ".join(self._lost[:5]) + (" ..." if len(self._lost) > 5 else "")
+            problems.append(
+                f"{len(self._lost)} item(s) could not be logged to {self.uri}: {shown} "
+                f"(in {self.run_dir})"
+            )
+        # One last attempt even within the retry pause; if the metrics cannot go through, the
+        # final status cannot either, so a store that hangs costs one timeout, not two.
+        sent = self.flush(force=True)
+        if not sent:
             problems.append(
                 f"{len(self._pending)} metric values could not be sent to {self.uri} "
                 f"(they are in {self.local_log.name})"
             )
-        if not self._call(self.client.set_terminated, self.run_id, status):
+        if not (sent and self._call(self.client.set_terminated, self.run_id, status, force=True)):
             problems.append(f"the run's final status {status} could not be recorded at {self.uri}")
         self.local_log.close()
         return problems
 
-    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> bool:
+    def _call(self, fn: Any, *args: Any, force: bool = False, **kwargs: Any) -> bool:
+        if not force and time.monotonic() < self._retry_at:
+            return False  # the store failed moments ago: do not wait on it again yet
         try:
             fn(*args, **kwargs)
             return True
         except Exception as error:  # the store went away: keep training, say so once
+            self._retry_at = time.monotonic() + RETRY_AFTER_S
             if not self._warned:
                 warnings.warn(
                     f"MLflow tracking at {self.uri} failed ({type(error).__name__}: {error}); "
