@@ -71,6 +71,8 @@ def main(cfg: DictConfig) -> Any:
         # The other jobs go on; the job counts as failed in the sweep summary and exit status,
         # without the traceback Hydra would print for a raised error.
         return JobFailure(reason)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 speaks for the run
+        return result.final_eval
     print(
         f"\nDone: {result.steps} steps, {result.tokens:,} tokens in {result.elapsed_s:.0f}s. "
         f"val loss {result.first_eval.get('loss', float('nan')):.3f} -> {result.final_eval['loss']:.3f} "

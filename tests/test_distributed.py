@@ -353,6 +353,8 @@ def test_joblib_launcher_runs_a_parallel_sweep(tmp_path: Path, cache_dir: Path) 
     proc = run_cli(args, cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr  # Hydra logs the launch
+    # Jobs ran in worker processes; their outcomes still reach the launching process's summary.
+    assert "Sweep summary: 2/2 runs finished, 0 failed." in proc.stderr
     runs = experiment_runs(uri, "joblib")
     children = [r for r in runs if r.data.tags.get("sweep_parent") != "true"]
     parents = [r for r in runs if r.data.tags.get("sweep_parent") == "true"]
@@ -362,5 +364,5 @@ def test_joblib_launcher_runs_a_parallel_sweep(tmp_path: Path, cache_dir: Path) 
     # The sweep id and parent run, set as environment variables by the sweep callback in the
     # launching process, reached the joblib worker processes.
     assert len({r.data.tags["sweep_id"] for r in children}) == 1
-    assert len(parents) == 1
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}

@@ -37,7 +37,7 @@ FIGURE_TEXT: dict[str, tuple[str, str]] = {
     ),
     "final_perplexity": (
         "Final validation perplexity per arm",
-        "Mean over seeds with a 95% t-interval; arms with a single seed have no interval.",
+        "exp of the mean final loss over seeds, with the 95% t-interval of the loss mapped through exp (so it stays positive); arms with a single seed have no interval.",
     ),
     "main_effects": (
         "Main effects",

@@ -153,23 +153,25 @@ def plot_final_perplexity(runs: pd.DataFrame, out_dir: str | Path) -> list[Path]
     ax = fig.add_subplot()
     single_seed = False
     for i, arm in enumerate(order):
-        interval = mean_ci(runs.loc[runs["arm"] == arm, "final_val_perplexity"].astype(float))
+        # The interval of exp(loss): the loss t-interval mapped through exp (always positive).
+        interval = mean_ci(runs.loc[runs["arm"] == arm, "final_val_loss"].astype(float))
+        center = math.exp(interval.mean)
         y = len(order) - 1 - i  # best arm on top
         if interval.has_ci:
             ax.errorbar(
-                interval.mean,
+                center,
                 y,
-                xerr=interval.half_width,
+                xerr=[[center - math.exp(interval.low)], [math.exp(interval.high) - center]],
                 fmt="o",
                 color=colors[arm],
                 capsize=4,
             )
         else:
             single_seed = True
-            ax.plot(interval.mean, y, "o", color=colors[arm])
+            ax.plot(center, y, "o", color=colors[arm])
             ax.annotate(
                 f"n={interval.n}: no CI",
-                (interval.mean, y),
+                (center, y),
                 xytext=(8, 0),
                 textcoords="offset points",
                 va="center",
@@ -177,7 +179,7 @@ def plot_final_perplexity(runs: pd.DataFrame, out_dir: str | Path) -> list[Path]
             )
     ax.set_yticks(range(len(order)), list(reversed(order)))
     ax.set_xlabel("Final validation perplexity (exp of loss in nats/token; lower is better)")
-    title = "Final validation perplexity per arm (mean, 95% t-interval over seeds)"
+    title = "Final validation perplexity per arm (exp of mean loss, 95% t-interval over seeds)"
     if single_seed:
         title += "\nArms with a single seed have no interval"
     ax.set_title(title)

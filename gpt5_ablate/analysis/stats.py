@@ -466,7 +466,13 @@ def arm_summary(runs: pd.DataFrame, level_ci: float = 0.95) -> pd.DataFrame:
     rows = []
     for arm, group in runs.groupby("arm", sort=False):
         loss = mean_ci(group["final_val_loss"].astype(float), level_ci)
-        ppl = mean_ci(group["final_val_perplexity"].astype(float), level_ci)
+        # Perplexity is exp(loss): its interval is the loss interval mapped through exp (a
+        # geometric mean), which stays positive, unlike a t-interval on perplexities themselves.
+        ppl_mean, ppl_low, ppl_high = (
+            math.exp(loss.mean),
+            math.exp(loss.low) if loss.has_ci else math.nan,
+            math.exp(loss.high) if loss.has_ci else math.nan,
+        )
         row: dict[str, object] = {"arm": arm}
         for factor in FACTORS:
             if factor in group.columns:
@@ -484,9 +490,9 @@ def arm_summary(runs: pd.DataFrame, level_ci: float = 0.95) -> pd.DataFrame:
                 "final_val_loss": loss.mean,
                 "final_val_loss_ci_low": loss.low,
                 "final_val_loss_ci_high": loss.high,
-                "final_val_perplexity": ppl.mean,
-                "final_val_perplexity_ci_low": ppl.low,
-                "final_val_perplexity_ci_high": ppl.high,
+                "final_val_perplexity": ppl_mean,
+                "final_val_perplexity_ci_low": ppl_low,
+                "final_val_perplexity_ci_high": ppl_high,
                 "best_val_loss": _mean_or_nan(group, "best_val_loss"),
             }
         )

@@ -10,14 +10,19 @@ raising, so Hydra prints no traceback and goes on with the other jobs. Hydra ski
 ``on_multirun_end`` when a sweep ends early (a job raised an unexpected error, or a stop signal
 ended the sweep), so ``finish_sweep`` (called by the CLI after Hydra returns) prints the summary
 and closes the parent run then.
+
+Launchers that run jobs in other processes (joblib, SLURM) call ``on_job_end`` there, so every
+outcome is also appended to ``<sweep dir>/.sweeps/<sweep_id>.jsonl``, which the parent reads.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
@@ -46,12 +51,14 @@ class SweepCallback(Callback):
         self.uri: str | None = None
         self.reported = False
         self.ended_early = False  # Hydra never called on_multirun_end (a job raised, a signal)
+        self.outcome_file: Path | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _active
         _active = self
         sweep_id = os.environ.get(SWEEP_ID_ENV) or uuid.uuid4().hex[:12]
         os.environ[SWEEP_ID_ENV] = sweep_id
+        self.outcome_file = _outcome_file(config)
         if not config.tracking.enabled:
             return
         from mlflow.tracking import MlflowClient
@@ -78,9 +85,9 @@ class SweepCallback(Callback):
         if job_return.status == JobStatus.COMPLETED:
             value = job_return.return_value
             if isinstance(value, JobFailure):
-                self.outcomes.append((overrides, value.status, _first_line(value.reason)))
+                outcome = (overrides, value.status, _first_line(value.reason))
             else:
-                self.outcomes.append((overrides, "FINISHED", ""))
+                outcome = (overrides, "FINISHED", "")
         else:
             error = job_return._return_value
             reason = _first_line(f"{type(error).__name__}: {error}")
@@ -89,7 +96,13 @@ class SweepCallback(Callback):
                 if type(error).__name__ in ("TrainingInterrupted", "KeyboardInterrupt")
                 else "FAILED"
             )
-            self.outcomes.append((overrides, status, reason))
+            outcome = (overrides, status, reason)
+        self.outcomes.append(outcome)
+        path = _outcome_file(config)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as file:  # one short line per job: appends do not interleave
+                file.write(json.dumps(outcome) + "\n")
 
     def record_interrupted(self, overrides: str, reason: str) -> None:
         """A job stopped by a signal ends the sweep before Hydra calls on_job_end."""
@@ -103,6 +116,13 @@ class SweepCallback(Callback):
         if self.reported:
             return
         self.reported = True
+        if self.outcome_file is not None and self.outcome_file.exists():
+            # Jobs run by other processes (joblib, SLURM) reported there, not in self.outcomes.
+            recorded = [
+                tuple(json.loads(line)) for line in self.outcome_file.read_text().splitlines()
+            ]
+            if len(recorded) > len(self.outcomes):
+                self.outcomes = recorded  # type: ignore[assignment]
         failed = [o for o in self.outcomes if o[1] != "FINISHED"]
         if self.parent_run_id and self.uri:
             from mlflow.tracking import MlflowClient
@@ -127,6 +147,15 @@ class SweepCallback(Callback):
             shown = " ".join(t for t in overrides.split() if t not in shared) or overrides
             lines.append(f"  {status:8s} {shown}" + (f"\n           -> {reason}" if reason else ""))
         print("\n".join(lines), file=sys.stderr)
+
+
+def _outcome_file(config: DictConfig) -> Path | None:
+    sweep_id = os.environ.get(SWEEP_ID_ENV)
+    try:
+        sweep_dir = config.hydra.sweep.dir
+    except Exception:  # no hydra node (e.g. a composed config in a test)
+        return None
+    return Path(str(sweep_dir)) / ".sweeps" / f"{sweep_id}.jsonl" if sweep_id else None
 
 
 def _first_line(text: str) -> str:

@@ -189,17 +189,25 @@ def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-RESUME_IGNORED_KEYS = {"trainer.progress", "trainer.resume"}
+# Settings that change how a run executes, not what it computes: they may differ on resume.
+RESUME_IGNORED_KEYS = {
+    "trainer.progress",
+    "trainer.resume",
+    "trainer.num_threads",
+    "trainer.device",
+    "trainer.parallel",
+}
 
 
 def check_resumable(cfg: DictConfig, checkpoint: Path) -> None:
-    """Refuse to resume a checkpoint written under a different config (e.g. an edited YAML)."""
+    """Refuse to resume a checkpoint written under a different config (e.g. an edited YAML).
+
+    Keys the saved config lacks (a setting added to the harness since) do not block a resume.
+    """
     saved = flatten(OmegaConf.to_container(OmegaConf.load(checkpoint / ckpt.CONFIG)))
     current = flatten(OmegaConf.to_container(cfg, resolve=True))
     differing = sorted(
-        key
-        for key in (saved.keys() | current.keys()) - RESUME_IGNORED_KEYS
-        if saved.get(key) != current.get(key)
+        key for key in saved.keys() - RESUME_IGNORED_KEYS if saved.get(key) != current.get(key)
     )
     if differing:
         shown = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in differing[:5])
