@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from gpt5_ablate.config import ModelConfig, TrackingConfig, TrainerConfig
+from gpt5_ablate.config import TrackingConfig, TrainerConfig
 from gpt5_ablate.data import (
     DATA,
     TOKENIZER,
@@ -32,7 +32,7 @@ from gpt5_ablate.data import (
     prepare_data,
     unigram_cross_entropy,
 )
-from gpt5_ablate.errors import ConfigError, InputError
+from gpt5_ablate.errors import ConfigError
 from gpt5_ablate.model import GPT, ArchitectureConfig
 from gpt5_ablate.optim import OPTIMIZER, lr_multiplier
 from gpt5_ablate.registry import to_dataclass
@@ -568,9 +568,7 @@ def train(
     finally:
         progress.close()
         if tracker is not None and status != "FINISHED":
-            problems = tracker.finish(status)
-            for problem in problems:
-                print(f"warning: {problem}", file=sys.stderr)
+            _close_run(tracker, status)
 
     # --- after training: samples, artifacts ---------------------------------------------------
     elapsed = time.perf_counter() - t_start
@@ -591,9 +589,7 @@ def train(
                     last_checkpoint / item,
                     "checkpoint" if item != ckpt.TOKENIZER else "checkpoint/tokenizer",
                 )
-        problems = tracker.finish("FINISHED")
-        for problem in problems:
-            print(f"warning: {problem}", file=sys.stderr)
+        problems = _close_run(tracker, "FINISHED")
     return TrainResult(
         run_dir=run_dir,
         checkpoint=last_checkpoint,
@@ -607,6 +603,14 @@ def train(
         skipped_steps=skipped,
         tracking_problems=problems,
     )
+
+
+def _close_run(tracker: Tracker, status: str) -> list[str]:
+    """End the MLflow run; say what could not be logged (the run itself is never lost for it)."""
+    problems = tracker.finish(status)
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    return problems
 
 
 def generate_samples(
@@ -640,9 +644,6 @@ def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
 
 
 __all__ = [
-    "ConfigError",
-    "InputError",
-    "ModelConfig",
     "NonFiniteLossError",
     "TrainPlan",
     "TrainResult",
