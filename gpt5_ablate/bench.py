@@ -56,63 +56,43 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def bench_arm(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
-    from gpt5_ablate.data import BlockLoader
-    from gpt5_ablate.model import GPT
-    from gpt5_ablate.optim import OPTIMIZER
-    from gpt5_ablate.train.loop import accumulate_gradients, make_plan
-    from gpt5_ablate.train.runtime import resolve_runtime
+    """Time the Trainer's own step (its phase timer syncs the device around each phase)."""
+    from gpt5_ablate.train.plan import make_plan
+    from gpt5_ablate.train.steps import PhaseTimer
+    from gpt5_ablate.train.trainer import Trainer
 
     plan = make_plan(cfg)
+    plan.trainer.progress = False
     bench = cfg.bench
-    trainer = plan.trainer
-    runtime = resolve_runtime(trainer.device, trainer.precision, trainer.num_threads)
+    trainer = Trainer(plan, Path(bench.output_dir))
+    runtime = trainer.runtime
     sync = runtime.synchronize
     if runtime.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(runtime.device)
-    torch.manual_seed(cfg.seed)
-    model = GPT(plan.arch, bench.vocab_size).to(runtime.device)
-    optimizers = OPTIMIZER.get(plan.optimizer.name)(plan.optimizer, model)
-    step_fn = torch.compile(model) if trainer.compile else model
-    scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.precision == "fp16")
     rng = np.random.default_rng(cfg.seed)
     blocks = rng.integers(0, bench.vocab_size, size=(512, plan.seq_len + 1), dtype=np.int64)
-    loader = BlockLoader(
-        blocks, batch_size=trainer.micro_batch_size, seed=cfg.seed, device=runtime.device
-    )
-
-    def forward_backward() -> None:
-        batches = [loader.next_batch() for _ in range(trainer.grad_accum_steps)]
-        accumulate_gradients(step_fn, batches, runtime, scaler)
-
-    optimizer_times: dict[str, list[float]] = defaultdict(list)
-
-    def optimizer_step() -> None:
-        for opt in optimizers:
-            scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), trainer.grad_clip or float("inf"))
-        for opt in optimizers:
-            optimizer_times[type(opt).__name__].append(timed(lambda o=opt: scaler.step(o), sync))
-        scaler.update()
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
-
+    trainer.build(bench.vocab_size, blocks)
+    model, timer = trainer.model, PhaseTimer(sync)
+    trainer.timer = timer
+    started = time.perf_counter()
     for _ in range(bench.warmup_steps):
-        forward_backward()
-        optimizer_step()
-    optimizer_times.clear()
+        trainer.train_step()
+    sync()
+    warmup_s = time.perf_counter() - started  # includes compilation when compiled
 
-    fb_medians, opt_medians = [], []
+    medians: dict[str, list[float]] = defaultdict(list)
     for _ in range(bench.repeats):
-        fb, opt = [], []
+        timer.reset()
         for _ in range(bench.timed_steps):
-            fb.append(timed(forward_backward, sync))
-            opt.append(timed(optimizer_step, sync))
-        fb_medians.append(statistics.median(fb))
-        opt_medians.append(statistics.median(opt))
-    fb_s, opt_s = statistics.median(fb_medians), statistics.median(opt_medians)
+            trainer.train_step()
+        for name, seconds in timer.seconds.items():
+            medians[name].append(statistics.median(seconds))
+    phase_s = {name: statistics.median(values) for name, values in medians.items()}
+    fb_s, opt_s = phase_s["forward_backward"], phase_s["optimizer"]
     step_s = fb_s + opt_s
     tokens_per_s = plan.tokens_per_step / step_s
     flops_per_token = model.flops_per_token(plan.seq_len)
+    optimizers = trainer.optimizers
 
     # Newton-Schulz alone, on the shapes Muon batches together.
     ns_s = 0.0
@@ -126,7 +106,7 @@ def bench_arm(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
         ns_s = statistics.median(
             timed(
                 lambda: [
-                    newton_schulz_orthogonalize(s, dtype=muon[0]._ns_dtype(s)) for s in stacks
+                    newton_schulz_orthogonalize(s, dtype=muon[0].ns_dtype_for(s)) for s in stacks
                 ],
                 sync,
             )
@@ -148,7 +128,8 @@ def bench_arm(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
         **plan.factors(),
         "device": str(runtime.device),
         "precision": runtime.precision,
-        "compile": trainer.compile,
+        "compile": trainer.compiled,
+        "warmup_s": round(warmup_s, 2),
         "n_params": model.n_params(),
         "tokens_per_step": plan.tokens_per_step,
         "tokens_per_s": round(tokens_per_s, 1),
@@ -166,8 +147,10 @@ def bench_arm(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
         "decode_tokens_per_s": round(new_tokens / decode_s, 1),
         "kv_cache_bytes_per_token_bf16": model.kv_cache_bytes_per_token(torch.bfloat16),
     }
-    for name, values in optimizer_times.items():
-        row[f"{name.lower()}_step_ms"] = round(1000 * statistics.median(values), 2)
+    for name, seconds in phase_s.items():
+        if name.startswith("step/"):  # one optimizer's own step, e.g. step/Muon
+            row[f"{name.removeprefix('step/').lower()}_step_ms"] = round(1000 * seconds, 2)
+            row[f"{name.removeprefix('step/').lower()}_share"] = round(seconds / step_s, 4)
     return row
 
 
@@ -212,7 +195,7 @@ class BareBlock(nn.Module):
 
 def bench_bare(cfg: DictConfig) -> dict[str, Any]:
     """Plain loop, same math as attention=mha norm=none pos=rope ffn=swiglu optimizer=adamw."""
-    from gpt5_ablate.train.loop import make_plan
+    from gpt5_ablate.train.plan import make_plan
     from gpt5_ablate.train.runtime import resolve_runtime
 
     plan = make_plan(cfg)
@@ -232,10 +215,11 @@ def bench_bare(cfg: DictConfig) -> dict[str, Any]:
     )
 
     def step() -> None:
-        x = embed(tokens[:, :-1])
-        for block in blocks:
-            x = block(x)
+        # The whole forward under the same autocast as the harness (bf16 on CUDA).
         with runtime.autocast():
+            x = embed(tokens[:, :-1])
+            for block in blocks:
+                x = block(x)
             logits = F.linear(final(x), embed.weight)
         loss = F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten())
         loss.backward()
@@ -295,6 +279,7 @@ TABLE_COLUMNS = [
     "fwd_bwd_ms",
     "optimizer_ms",
     "newton_schulz_ms",
+    "muon_step_ms",
     "peak_memory_mb",
     "mfu",
     "decode_tokens_per_s",

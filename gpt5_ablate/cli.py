@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,87 +17,120 @@ from omegaconf import DictConfig, OmegaConf
 
 import gpt5_ablate.data
 import gpt5_ablate.model
-import gpt5_ablate.optim  # noqa: F401  (registers optimizer)
+import gpt5_ablate.optim  # noqa: F401  (registers every component and its schema)
 from gpt5_ablate.config import register_configs
-from gpt5_ablate.errors import ConfigError, InputError
+from gpt5_ablate.errors import REPORTED_ERRORS, TrainingInterrupted, exit_status
+from gpt5_ablate.factors import arm_name
+from gpt5_ablate.secrets import install_warning_redaction, redact_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "conf"
-EXPERIMENTS_DIR = REPO_ROOT / "experiments"
+log = logging.getLogger("gpt5_ablate")
 
 register_configs()
 if not OmegaConf.has_resolver("gpt5_ablate_hash"):
     OmegaConf.register_new_resolver(
         "gpt5_ablate_hash", lambda text: hashlib.sha1(str(text).encode()).hexdigest()[:8]
     )
+if not OmegaConf.has_resolver("gpt5_ablate_arm"):
+    # The run dir's name: every factor's level, in gpt5_ablate.factors.FACTORS order.
+    OmegaConf.register_new_resolver("gpt5_ablate_arm", lambda *, _root_: arm_name(_root_))
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(cfg: DictConfig) -> Any:
     """One run: its final eval metrics; in a sweep, a ``JobFailure`` for a reported error."""
-    from gpt5_ablate.train.hydra_callbacks import (
-        PARENT_RUN_ENV,
-        SWEEP_ID_ENV,
-        JobFailure,
-        active_sweep,
-    )
-    from gpt5_ablate.train.loop import NonFiniteLossError, TrainingInterrupted, train
+    from gpt5_ablate.train.hydra_callbacks import PARENT_RUN_ENV, SWEEP_ID_ENV, job_failed
+    from gpt5_ablate.train.plan import make_plan
+    from gpt5_ablate.train.trainer import Trainer
 
+    logging.captureWarnings(True)  # warnings reach the run's log file too
+    install_warning_redaction()
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    _redact_hydra_files(run_dir)
     try:
-        result = train(
-            cfg,
+        plan = make_plan(cfg)  # a bad value fails here, before anything is allocated
+        trainer = Trainer(
+            plan,
             run_dir,
             sweep_id=os.environ.get(SWEEP_ID_ENV) if multirun else None,
             parent_run_id=os.environ.get(PARENT_RUN_ENV) if multirun else None,
         )
-    except (ConfigError, InputError, NonFiniteLossError, TrainingInterrupted) as error:
-        print(f"\nerror: {error}", file=sys.stderr)
-        code = 130 if isinstance(error, TrainingInterrupted) else 2
+        result = trainer.train()
+    except REPORTED_ERRORS as error:
+        log.error(f"\nerror: {error}")
+        _remove_if_empty(run_dir)
         if not multirun:
-            sys.exit(code)
-        if "BasicLauncher" not in str(hydra_cfg.launcher.get("_target_", "")):
-            # Jobs in other processes (joblib, SLURM): the sweep callback there is not the one
-            # that summarises, so let the launcher record the failure as Hydra does.
-            raise
-        reason = f"{type(error).__name__}: {error}"
-        if isinstance(error, TrainingInterrupted):
-            # Ctrl-C / SIGTERM stops the whole sweep, not just this job; re-running the sweep
-            # resumes every job. SystemExit passes through Hydra, which would go on otherwise.
-            sweep = active_sweep()
-            if sweep is not None:
-                sweep.record_interrupted(" ".join(hydra_cfg.overrides.task), reason)
-            sys.exit(code)
-        # The other jobs go on; the job counts as failed in the sweep summary and exit status,
-        # without the traceback Hydra would print for a raised error.
-        return JobFailure(reason)
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 speaks for the run
-        return result.final_eval
-    print(
-        f"\nDone: {result.steps} steps, {result.tokens:,} tokens in {result.elapsed_s:.0f}s. "
-        f"val loss {result.first_eval.get('loss', float('nan')):.3f} -> {result.final_eval['loss']:.3f} "
-        f"(unigram baseline {result.unigram_loss:.3f}), val ppl {result.final_eval['perplexity']:.1f}.\n"
-        f"Checkpoint: {result.checkpoint}\n"
-        + (
-            f"MLflow run: {result.run_id} (mlflow ui --backend-store-uri {cfg.tracking.uri})\n"
-            if result.run_id
-            else ""
-        ),
-        file=sys.stderr,
-    )
+            sys.exit(exit_status(error))
+        return job_failed(error, hydra_cfg)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for the run
+        _summary(result, cfg)
     return result.final_eval
 
 
+def _summary(result: Any, cfg: DictConfig) -> None:
+    """The run's outcome, on stdout and in the run's log file."""
+    full = result.full_eval
+    lines = [
+        f"Done: {result.steps} steps, {result.tokens:,} tokens in {result.elapsed_s:.0f}s. "
+        f"val loss {result.first_eval.get('loss', float('nan')):.3f} -> "
+        f"{result.final_eval['loss']:.3f} (unigram baseline {result.unigram_loss:.3f}); "
+        f"full validation split: loss {full.get('loss', float('nan')):.3f}, "
+        f"ppl {full.get('perplexity', float('nan')):.1f}.",
+        f"Checkpoint: {result.checkpoint}",
+    ]
+    if result.run_id:
+        from gpt5_ablate.secrets import redact_uri
+
+        lines.append(
+            f"MLflow run: {result.run_id} "
+            f"(mlflow ui --backend-store-uri {redact_uri(str(cfg.tracking.uri))})"
+        )
+    text = "\n".join(lines)
+    print(f"\n{text}", flush=True)
+    _to_log_files(text)
+
+
+def _to_log_files(text: str) -> None:
+    """Write a line to the run's log file(s) only (it is on the console already)."""
+    record = logging.LogRecord("gpt5_ablate", logging.INFO, __file__, 0, text, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def _redact_hydra_files(run_dir: Path) -> None:
+    """Hydra wrote the composed config and the overrides before the job started: a URI with
+    credentials in them is redacted there as everywhere else."""
+    hydra_dir = run_dir / ".hydra"
+    for path in hydra_dir.glob("*.yaml") if hydra_dir.is_dir() else ():
+        redact_file(path)
+
+
+def _remove_if_empty(run_dir: Path) -> None:
+    """A run that failed before doing anything leaves no run dir behind: one holding only
+    Hydra's files and the log goes (a dir with checkpoints or metrics never does)."""
+    if not run_dir.is_dir():
+        return
+    for item in run_dir.iterdir():
+        if item.name != ".hydra" and not item.name.endswith(".log"):
+            return
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.close()
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def run() -> None:
-    """Console entry point: adds ``experiments/`` to Hydra's search path for ``+experiment=``."""
-    if EXPERIMENTS_DIR.is_dir() and not any(a.startswith("hydra.searchpath") for a in sys.argv):
-        sys.argv.append(f"hydra.searchpath=[file://{EXPERIMENTS_DIR}]")
+    """Console entry point: runs Hydra, then reports a sweep Hydra ended early."""
     from gpt5_ablate.train.hydra_callbacks import finish_sweep
 
     try:
         main()
+    except TrainingInterrupted:  # a sweep stopped by a signal (single runs exit in main)
+        sys.exit(130)
     finally:
         status = finish_sweep()  # prints the sweep summary if Hydra did not
     if status:

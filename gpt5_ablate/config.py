@@ -20,6 +20,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 NONFINITE_POLICIES = ("stop", "skip")
 PARALLEL_MODES = ("auto", "none", "ddp", "fsdp")
+COMPILE_MODES = ("auto", "true", "false")
 
 
 @dataclass
@@ -67,7 +68,8 @@ class TrainerConfig:
     micro_batch_size: int = 8
     grad_accum_steps: int = 1
     precision: str = "auto"  # auto: bf16 on CUDA, fp32 elsewhere
-    compile: bool = False
+    # auto: torch.compile on CUDA (where it pays), eager elsewhere; true/false force it.
+    compile: str = "auto"
     device: str = "auto"
     num_threads: int | None = None  # CPU threads for torch (None: torch's default)
     # Under torchrun: auto = ddp when WORLD_SIZE > 1, else none; fsdp = FSDP2 (fully_shard).
@@ -86,6 +88,9 @@ class TrainerConfig:
     num_samples: int = 3  # generated samples logged at the end
     sample_tokens: int = 64
     progress: bool = True
+    # Checkpoints written before the pickle-free format hold a pickled trainer state; resuming
+    # one executes whatever it contains, so it needs this explicit opt-in.
+    trust_checkpoint: bool = False
 
     def validate(self, model: ModelConfig) -> None:
         positive = ("micro_batch_size", "grad_accum_steps", "eval_every", "log_every")
@@ -133,6 +138,10 @@ class TrainerConfig:
             )
         if self.num_threads is not None and self.num_threads <= 0:
             raise ConfigError(f"trainer.num_threads={self.num_threads} must be >= 1 (or null).")
+        if str(self.compile).lower() not in COMPILE_MODES:
+            raise ConfigError(
+                f"trainer.compile={self.compile!r} is invalid. Valid choices: auto, true, false."
+            )
         if self.grad_clip < 0:
             raise ConfigError(f"trainer.grad_clip={self.grad_clip} must be >= 0 (0 disables it).")
 
@@ -185,6 +194,9 @@ class Config:
     cache_dir: str = "~/.cache/gpt5_ablate"
     # Set by a named experiment (``+experiment=...``); tagged on every run.
     experiment_name: str | None = None
+    # Protocol phase, tagged on every run: ``select`` (LR selection seeds) or ``report`` (fresh
+    # seeds the analysis reports on); the analysis never mixes the two.
+    phase: str = "report"
     bench: BenchConfig | None = None  # only used by gpt5_ablate.bench
 
 

@@ -3,32 +3,39 @@
 Loads a checkpoint (weights, config, tokenizer) from a local path or from an MLflow run's
 artifacts and samples with the KV cache.
 
-Keys: run_id | checkpoint, prompt, max_new_tokens (100), temperature (0.8; 0 = greedy),
-top_k (50; 0 = off), top_p (1.0 = off), seed (0), num_samples (1), device (auto),
-tracking.uri (sqlite:///mlflow.db).
+The prompt is taken exactly as the shell passes it (colons, quotes, trailing spaces and newlines
+included); ``prompt_file=`` reads a long one from a file. Only safetensors weights are read: a
+checkpoint or artifact holding pickle files (``.pt``, ``.bin``...) is refused.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
+from gpt5_ablate.cli_args import parse_key_values, run_tool
 from gpt5_ablate.errors import ConfigError, InputError
+from gpt5_ablate.train.state_io import refuse_pickle_files
 
 
 @dataclass
 class GenerateConfig:
-    run_id: str | None = None
-    checkpoint: str | None = None
-    prompt: str = "def "
+    run_id: str | None = field(default=None, metadata={"help": "MLflow run to load"})
+    checkpoint: str | None = field(
+        default=None, metadata={"help": "a checkpoint dir, run dir or its checkpoints/ dir"}
+    )
+    prompt: str = field(default="def ", metadata={"help": "taken exactly as given"})
+    prompt_file: str | None = field(
+        default=None, metadata={"help": "read the prompt from this file instead"}
+    )
     max_new_tokens: int = 100
-    temperature: float = 0.8
-    top_k: int = 50
-    top_p: float = 1.0
+    temperature: float = field(default=0.8, metadata={"help": "0 = greedy"})
+    top_k: int = field(default=50, metadata={"help": "0 = off"})
+    top_p: float = field(default=1.0, metadata={"help": "1.0 = off"})
     seed: int = 0
     num_samples: int = 1
     device: str = "auto"
@@ -36,21 +43,19 @@ class GenerateConfig:
 
 
 def parse_args(argv: list[str]) -> GenerateConfig:
-    cli = OmegaConf.from_dotlist([a.replace("tracking.uri=", "tracking_uri=", 1) for a in argv])
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(GenerateConfig), cli)
-    except Exception as error:
-        valid = ", ".join(GenerateConfig.__dataclass_fields__)
-        # OmegaConf's message spans lines (full_key, object_type): keep the first, one line.
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(
-            f"Bad generate arguments {argv}: {detail}. Valid keys: {valid}."
-        ) from error
-    cfg: GenerateConfig = OmegaConf.to_object(merged)
+    cfg = parse_key_values(GenerateConfig, argv, "python -m gpt5_ablate.generate", __doc__ or "")
     if (cfg.run_id is None) == (cfg.checkpoint is None):
         raise ConfigError("Give exactly one of run_id=<mlflow run id> or checkpoint=<path>.")
     if cfg.max_new_tokens <= 0:
         raise ConfigError(f"max_new_tokens={cfg.max_new_tokens} must be positive.")
+    if cfg.num_samples <= 0:
+        raise ConfigError(f"num_samples={cfg.num_samples} must be positive.")
+    if cfg.prompt_file is not None:
+        path = Path(cfg.prompt_file).expanduser()
+        try:
+            cfg.prompt = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise InputError(f"prompt_file={cfg.prompt_file!r} cannot be read: {error}.") from None
     return cfg
 
 
@@ -83,6 +88,7 @@ def checkpoint_from_run(run_id: str, tracking_uri: str) -> Path:
         path = mlflow.artifacts.download_artifacts(
             run_id=run_id, artifact_path="checkpoint", tracking_uri=tracking_uri
         )
+        refuse_pickle_files(Path(path))
     except (MlflowException, OSError) as error:
         raise InputError(
             f"run {run_id} has no checkpoint artifact (was it logged with "
@@ -100,6 +106,7 @@ def load_for_inference(checkpoint: Path, device: torch.device):  # -> (GPT, toke
     from gpt5_ablate.train import checkpoint as ckpt
 
     path = ckpt.resolve_checkpoint_path(checkpoint)
+    refuse_pickle_files(path)
     cfg = OmegaConf.load(path / ckpt.CONFIG)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path / ckpt.TOKENIZER))
     model = build_model(cfg, len(tokenizer)).to(device)
@@ -110,47 +117,36 @@ def load_for_inference(checkpoint: Path, device: torch.device):  # -> (GPT, toke
 
 def generate_text(cfg: GenerateConfig) -> list[str]:
     from gpt5_ablate.train.runtime import resolve_runtime
+    from gpt5_ablate.train.samples import sample_texts
 
     runtime = resolve_runtime(cfg.device, "fp32")
     checkpoint = (
         Path(cfg.checkpoint)
         if cfg.checkpoint
-        else checkpoint_from_run(cfg.run_id, cfg.tracking_uri)
+        else checkpoint_from_run(str(cfg.run_id), cfg.tracking_uri)
     )
     model, tokenizer, _ = load_for_inference(checkpoint, runtime.device)
-    ids = tokenizer(cfg.prompt, return_tensors="pt")["input_ids"].to(runtime.device)
-    if ids.size(1) == 0:
-        raise ConfigError("prompt is empty after tokenization; give at least one character.")
-    budget = min(cfg.max_new_tokens, model.arch.model.max_seq_len - ids.size(1))
-    if budget <= 0:
-        raise ConfigError(
-            f"the prompt has {ids.size(1)} tokens, at or above the model's max_seq_len "
-            f"{model.arch.model.max_seq_len}; shorten it."
-        )
-    generator = torch.Generator(device=runtime.device).manual_seed(cfg.seed)
-    texts = []
-    for _ in range(cfg.num_samples):
-        out = model.generate(
-            ids,
-            budget,
-            temperature=cfg.temperature,
-            top_k=cfg.top_k or None,
-            top_p=cfg.top_p if cfg.top_p < 1 else None,
-            generator=generator,
-        )
-        texts.append(tokenizer.decode(out[0].tolist()))
-    return texts
+    return sample_texts(
+        model,
+        tokenizer,
+        [cfg.prompt] * cfg.num_samples,
+        cfg.max_new_tokens,
+        cfg.seed,
+        temperature=cfg.temperature,
+        top_k=cfg.top_k or None,
+        top_p=cfg.top_p if cfg.top_p < 1 else None,
+    )
+
+
+def _main(argv: list[str]) -> int:
+    cfg = parse_args(argv)
+    for i, text in enumerate(generate_text(cfg)):
+        print(f"--- sample {i}\n{text}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        cfg = parse_args(sys.argv[1:] if argv is None else argv)
-        for i, text in enumerate(generate_text(cfg)):
-            print(f"--- sample {i}\n{text}")
-    except (ConfigError, InputError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_tool(_main, argv)
 
 
 if __name__ == "__main__":

@@ -1,36 +1,70 @@
-"""Checkpoints: written atomically, so a crash mid-write never leaves a corrupt "latest".
+"""Checkpoints: one writer and one reader for every parallel mode, safe against crashes, damaged
+files and untrusted content.
 
-Layout of a run dir:
-    checkpoints/step_0000200/model.safetensors     weights (safetensors, tied tensors once)
-                            /config.yaml           the resolved config
-                            /tokenizer/            tokenizer files (PreTrainedTokenizerFast)
-                            /trainer_state.pt      optimizers, schedulers, grad scaler, RNG, data position
-    checkpoints/latest                             name of the newest complete checkpoint
+Layout of a run dir::
 
-A checkpoint is built in a temporary directory and renamed into place; ``latest`` is replaced
-with ``os.replace`` only after that, so readers see either the old or the new checkpoint.
+    checkpoints/step_0000200/model.safetensors      weights (safetensors, tied tensors once)
+                            /config.yaml            the resolved config (credentials redacted)
+                            /tokenizer/             tokenizer files (PreTrainedTokenizerFast)
+                            /trainer_state.json     optimizers, schedulers, scaler, RNG, data
+                            /trainer_state.safetensors   position: structure + tensors, no pickle
+                            /dcp/                   FSDP only: sharded model + optimizer state
+                            /MANIFEST.json          every file's size and SHA-256, written last
+    checkpoints/latest                              name of the newest complete checkpoint
+
+A checkpoint is built in a hidden directory and renamed into place; ``latest`` is replaced only
+after that, so a crash mid-write never leaves a half checkpoint under a real name. Reading
+verifies the manifest: a damaged or missing ``latest`` falls back to the newest intact checkpoint
+with a warning naming both, and when none is intact the run refuses to start rather than
+silently starting again from step 0.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from safetensors.torch import load_model, save_model
 
-from gpt5_ablate.errors import InputError
+from gpt5_ablate.errors import CheckpointError, ConfigError, InputError
+from gpt5_ablate.train.distributed import DistContext
+from gpt5_ablate.train.state_io import load_legacy_pickle, load_state, save_state
+
+log = logging.getLogger("gpt5_ablate")
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.yaml"
 TOKENIZER = "tokenizer"
-TRAINER_STATE = "trainer_state.pt"
+STATE_STEM = "trainer_state"
+LEGACY_STATE = "trainer_state.pt"  # pickled: written by harness versions before the manifest
+MANIFEST = "MANIFEST.json"
+DCP_DIR = "dcp"
+LATEST = "latest"
+FORMAT = 2
+
+# Settings that change how a run executes, not what it computes: they may differ on resume.
+RESUME_IGNORED_KEYS = {
+    "trainer.progress",
+    "trainer.resume",
+    "trainer.num_threads",
+    "trainer.device",
+    "trainer.parallel",
+    "trainer.compile",
+    "trainer.trust_checkpoint",
+    "tracking.uri",  # credentials are redacted in the saved copy; the store may move
+}
+
+
+# --- RNG ------------------------------------------------------------------------------------------
 
 
 def rng_state() -> dict[str, Any]:
@@ -45,82 +79,86 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    np.random.set_state(tuple(state["numpy"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
 
 
-def save_checkpoint(
-    checkpoint_root: Path,
-    step: int,
-    model: torch.nn.Module,
-    config: DictConfig,
-    tokenizer_dir: Path,
-    trainer_state: dict[str, Any] | None,
-    keep: int = 2,
-) -> Path:
-    checkpoint_root.mkdir(parents=True, exist_ok=True)
-    name = f"step_{step:07d}"
-    final = checkpoint_root / name
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=checkpoint_root))
-    try:
-        save_model(_unwrap(model), str(tmp / WEIGHTS))
-        (tmp / CONFIG).write_text(OmegaConf.to_yaml(config, resolve=True))
-        shutil.copytree(tokenizer_dir, tmp / TOKENIZER)
-        if trainer_state is not None:
-            torch.save(trainer_state, tmp / TRAINER_STATE)
-        if final.exists():  # a re-save of the same step (e.g. the final one after a resume)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _write_atomic(checkpoint_root / "latest", name)
-    _prune(checkpoint_root, keep, protect=name)
-    return final
+# --- files ---------------------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so readers see the old or the new content, never half."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
 
 
-def _prune(checkpoint_root: Path, keep: int, protect: str) -> None:
-    if keep <= 0:
-        return
-    steps = sorted(p for p in checkpoint_root.glob("step_*") if p.is_dir())
-    for old in steps[:-keep]:
-        if old.name != protect:
-            shutil.rmtree(old, ignore_errors=True)
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
-def latest_checkpoint(checkpoint_root: Path) -> Path | None:
-    pointer = checkpoint_root / "latest"
-    if not pointer.exists():
+def write_manifest(directory: Path, step: int) -> None:
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
+    entries = {
+        str(p.relative_to(directory)): {"size": p.stat().st_size, "sha256": _sha256(p)}
+        for p in files
+    }
+    manifest = {"format": FORMAT, "step": step, "files": entries}
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1))
+
+
+def damage(checkpoint: Path) -> list[str]:
+    """What is wrong with a checkpoint dir (empty: intact). Checkpoints from before the
+    manifest are checked for their weights file only."""
+    if not (checkpoint / WEIGHTS).is_file():
+        return [f"{checkpoint / WEIGHTS} is missing"]
+    manifest_path = checkpoint / MANIFEST
+    if not manifest_path.is_file():
+        return [] if (checkpoint / LEGACY_STATE).is_file() else [f"{manifest_path} is missing"]
+    try:
+        entries = json.loads(manifest_path.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return [f"{manifest_path} is unreadable"]
+    problems = []
+    for name, expected in entries.items():
+        path = checkpoint / name
+        if not path.is_file():
+            problems.append(f"{path} is missing")
+        elif path.stat().st_size != expected["size"]:
+            problems.append(f"{path} has {path.stat().st_size} bytes, expected {expected['size']}")
+        elif _sha256(path) != expected["sha256"]:
+            problems.append(f"{path} does not match its checksum")
+    return problems
+
+
+def step_dirs(root: Path) -> list[Path]:
+    """Checkpoint dirs, oldest first."""
+    return sorted(p for p in root.glob("step_*") if p.is_dir())
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The checkpoint ``latest`` names, if it is there (no verification: for readers such as
+    ``generate``; resume uses ``Checkpointer.resumable``)."""
+    pointer = root / LATEST
+    if not pointer.is_file():
         return None
-    path = checkpoint_root / pointer.read_text().strip()
-    return path if (path / WEIGHTS).exists() else None
-
-
-def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
-    return torch.load(checkpoint / TRAINER_STATE, map_location="cpu", weights_only=False)
-
-
-def load_weights(model: torch.nn.Module, checkpoint: Path) -> None:
-    load_model(
-        _unwrap(model), str(checkpoint / WEIGHTS), device=str(next(model.parameters()).device)
-    )
+    path = root / pointer.read_text().strip()
+    return path if (path / WEIGHTS).is_file() else None
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:
     """Accept a checkpoint dir, a run dir, or its checkpoints/ dir; return the checkpoint dir."""
     path = Path(path).expanduser()
-    candidates = [path, path / "checkpoints"]
-    for candidate in candidates:
-        if (candidate / WEIGHTS).exists():
+    for candidate in (path, path / "checkpoints"):
+        if (candidate / WEIGHTS).is_file():
             return candidate
         latest = latest_checkpoint(candidate)
         if latest is not None:
@@ -132,5 +170,214 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
     )
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "_orig_mod", model)  # torch.compile wraps the module
+
+
+def load_weights(model: torch.nn.Module, checkpoint: Path) -> None:
+    device = str(next(model.parameters()).device)
+    load_model(unwrap(model), str(checkpoint / WEIGHTS), device=device)
+
+
+def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+class Checkpointer:
+    """Writes and reads one run's checkpoints, for a single process, DDP and FSDP2 alike.
+
+    Call ``save`` on every rank: under FSDP each rank writes its shard of the model and optimizer
+    state (``torch.distributed.checkpoint``) and rank 0 adds consolidated safetensors weights, so
+    ``generate`` and the reports read every checkpoint the same way.
+    """
+
+    def __init__(self, root: Path, dist: DistContext, keep: int = 2, trusted: bool = False) -> None:
+        self.root, self.dist, self.keep, self.trusted = root, dist, keep, trusted
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def save(
+        self,
+        step: int,
+        model: torch.nn.Module,
+        optimizers: list[torch.optim.Optimizer],
+        config_yaml: str,
+        tokenizer_dir: Path,
+        state: dict[str, Any],
+    ) -> Path:
+        name = f"step_{step:07d}"
+        final, tmp = self.root / name, self.root / f".{name}.partial"
+        if self.dist.is_main:  # a leftover of a crash mid-write is cleared first
+            self.root.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+        self.dist.barrier()
+        try:
+            weights_source = unwrap(model)
+            state = {**state, "world_size": self.dist.world_size}
+            if self.dist.sharded:
+                weights_source = self._save_shards(tmp, model, optimizers)
+                state["optimizers"] = None  # they live in the DCP shards
+            else:
+                state["optimizers"] = [opt.state_dict() for opt in optimizers]
+            if self.dist.is_main:
+                save_model(weights_source, str(tmp / WEIGHTS))
+                (tmp / CONFIG).write_text(config_yaml)
+                shutil.copytree(tokenizer_dir, tmp / TOKENIZER)
+                save_state(state, tmp, STATE_STEM)
+                write_manifest(tmp, step)  # last: its presence says the rest is complete
+                if final.exists():  # a re-save of the same step (the final one after a resume)
+                    shutil.rmtree(final)
+                os.replace(tmp, final)
+                write_atomic(self.root / LATEST, name)
+                self._prune(protect=name)
+        except BaseException:
+            if self.dist.is_main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        # Nobody goes on (or exits) before the checkpoint is complete and ``latest`` names it.
+        self.dist.barrier()
+        return final
+
+    def _save_shards(
+        self, tmp: Path, model: torch.nn.Module, optimizers: list[torch.optim.Optimizer]
+    ) -> torch.nn.Module:
+        """FSDP: every rank writes its shards; returns the consolidated model (on rank 0)."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_state_dict,
+        )
+
+        from gpt5_ablate.model import GPT
+
+        model_state, optim_state = get_state_dict(model, optimizers)
+        dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=tmp / DCP_DIR)
+        full = get_model_state_dict(
+            model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
+        if not self.dist.is_main:
+            return model
+        plain = GPT(model.arch, model.vocab_size)
+        plain.load_state_dict(full)  # a tied head loads the same tensor twice: tie kept
+        return plain
+
+    def _prune(self, protect: str) -> None:
+        if self.keep <= 0:
+            return
+        for old in step_dirs(self.root)[: -self.keep]:
+            if old.name != protect:
+                shutil.rmtree(old, ignore_errors=True)
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def resumable(self) -> Path | None:
+        """The newest intact checkpoint, or None when the run has none yet.
+
+        A damaged or dangling ``latest`` falls back to the newest intact checkpoint with a
+        warning; when checkpoints exist but none is intact, ``CheckpointError`` says which files
+        are damaged and what to do (never a silent restart from step 0)."""
+        candidates = step_dirs(self.root)
+        pointer = self.root / LATEST
+        named = pointer.read_text().strip() if pointer.is_file() else None
+        if not candidates:
+            if named:
+                log.warning(
+                    f"warning: {pointer} names {named}, which does not exist, and no other "
+                    "checkpoint is there: starting from step 0."
+                )
+            return None
+        problems: dict[Path, list[str]] = {}
+        preferred = self.root / named if named else None
+        order = sorted(candidates, key=lambda p: (p == preferred, p.name), reverse=True)
+        for path in order:
+            problems[path] = damage(path)
+            if problems[path]:
+                continue
+            if path != preferred:
+                why = (
+                    "; ".join(problems[preferred])
+                    if preferred in problems
+                    else f"{preferred or pointer} is missing"
+                )
+                log.warning(f"warning: checkpoint {preferred or pointer} is unusable ({why}); "
+                            f"resuming from {path}, the newest intact checkpoint.")
+            return path
+        listed = "; ".join(p for issues in problems.values() for p in issues[:2])
+        raise CheckpointError(
+            f"No intact checkpoint in {self.root} to resume from ({listed}). Restore the files, "
+            "or start this run afresh with trainer.resume=false (the damaged checkpoints are then "
+            "replaced as the new run saves its own)."
+        )
+
+    def check_config(self, checkpoint: Path, current: dict[str, Any]) -> None:
+        """Refuse to resume a checkpoint written under a different config (an edited YAML).
+        Keys the saved config lacks (settings added to the harness since) do not block it."""
+        saved = _flatten(OmegaConf.to_container(OmegaConf.load(checkpoint / CONFIG)))
+        now = _flatten(current)
+        differing = sorted(k for k in saved.keys() - RESUME_IGNORED_KEYS if saved[k] != now.get(k))
+        if differing:
+            shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in differing[:5])
+            raise ConfigError(
+                f"The run dir {checkpoint.parent.parent} holds a checkpoint ({checkpoint.name}) "
+                f"written with a different config ({shown}). Resume with the original config, "
+                "start afresh in another dir (hydra.run.dir=...), or pass trainer.resume=false."
+            )
+
+    def load(
+        self,
+        checkpoint: Path,
+        model: torch.nn.Module,
+        optimizers: list[torch.optim.Optimizer],
+    ) -> dict[str, Any]:
+        """Restore weights and optimizer state on every rank; returns the rest of the state."""
+        if (checkpoint / LEGACY_STATE).is_file() and not (checkpoint / MANIFEST).is_file():
+            state = load_legacy_pickle(checkpoint / LEGACY_STATE, trusted=self.trusted)
+        else:
+            state = load_state(checkpoint, STATE_STEM)
+        saved_world = state.get("world_size", 1)
+        if saved_world != self.dist.world_size and self.dist.is_main:
+            log.info(
+                f"note: {checkpoint} was written by {saved_world} rank(s), resuming on "
+                f"{self.dist.world_size}: the global batch changes with the number of ranks."
+            )
+        if self.dist.sharded:
+            self._load_shards(checkpoint, model, optimizers)
+            return state
+        if state.get("optimizers") is None:
+            raise ConfigError(
+                f"{checkpoint} holds sharded optimizer state (written with trainer.parallel=fsdp); "
+                "resume it with trainer.parallel=fsdp under torchrun."
+            )
+        load_weights(model, checkpoint)
+        for opt, opt_state in zip(optimizers, state["optimizers"], strict=True):
+            opt.load_state_dict(opt_state)
+        return state
+
+    def _load_shards(
+        self, checkpoint: Path, model: torch.nn.Module, optimizers: list[torch.optim.Optimizer]
+    ) -> None:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        if not (checkpoint / DCP_DIR).is_dir():
+            raise ConfigError(
+                f"{checkpoint} has no {DCP_DIR}/ (sharded state): it was written without "
+                "trainer.parallel=fsdp. Resume it with the parallel mode that wrote it."
+            )
+        # DCP loads in place into the (sharded) tensors: each rank reads only what its shards
+        # need, and a different number of ranks reshards on load.
+        model_state, optim_state = get_state_dict(model, optimizers)
+        state = {"model": model_state, "optim": optim_state}
+        dcp.load(state, checkpoint_id=checkpoint / DCP_DIR)
+        set_state_dict(
+            model, optimizers, model_state_dict=state["model"], optim_state_dict=state["optim"]
+        )

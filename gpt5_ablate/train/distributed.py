@@ -9,36 +9,30 @@ config, and this module turns them into one run:
 - Every rank trains in rank 0's run dir and draws the same global batch, keeping its own slice
   (see ``BlockLoader``), so N ranks of micro-batch B take the same steps as one process of N x B.
 - Only rank 0 talks to MLflow and writes the run dir's files; metrics are averaged over ranks.
-- Checkpoints: under DDP every rank holds the full model and optimizer, so rank 0 writes the
-  ordinary checkpoint. Under FSDP each rank holds a shard, so model and optimizer state are written
-  with ``torch.distributed.checkpoint`` (DCP: every rank writes its shard, in parallel), next to
-  consolidated safetensors weights that ``generate`` and the other single-process tools read.
+
+Checkpoints (``checkpoint.Checkpointer``) and evaluation (``evaluate.evaluate``) take the
+``DistContext`` and work for one process and many; this module keeps the process group, the
+wrapping of the model and the collective helpers.
 """
 
 from __future__ import annotations
 
 import atexit
 import dataclasses
-import math
+import logging
 import os
-import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
-from omegaconf import DictConfig, OmegaConf
-from safetensors.torch import save_model
 
 from gpt5_ablate.config import PARALLEL_MODES
 from gpt5_ablate.errors import ConfigError
-from gpt5_ablate.train import checkpoint as ckpt
 from gpt5_ablate.train.runtime import Runtime
 
-DCP_DIR = "dcp"  # inside a checkpoint dir: the sharded model + optimizer state of an FSDP run
+log = logging.getLogger("gpt5_ablate")
 
 
 def launch_world_size(parallel: str = "auto") -> int:
@@ -103,6 +97,12 @@ class DistContext:
         reduced = value.detach().clone()
         dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
         return reduced / self.world_size
+
+    def sum_(self, value: torch.Tensor) -> torch.Tensor:
+        """Sum ``value`` over ranks, in place (unchanged on a single process)."""
+        if self.active:
+            dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        return value
 
     def any(self, flag: bool, device: torch.device) -> bool:
         if not self.active:
@@ -187,10 +187,7 @@ def agree_on_run_dir(ctx: DistContext, run_dir: Path) -> Path:
     not. Every rank writing rank 0's dir keeps one run in one place."""
     chosen = Path(ctx.broadcast_object(str(run_dir)))
     if chosen != run_dir:
-        print(
-            f"rank {ctx.rank}: run dir {run_dir} differs from rank 0's; using {chosen}.",
-            file=sys.stderr,
-        )
+        log.warning(f"rank {ctx.rank}: run dir {run_dir} differs from rank 0's; using {chosen}.")
     return chosen
 
 
@@ -233,194 +230,3 @@ def agree_on_stop(ctx: DistContext, requested: list[str], device: torch.device) 
     if stop and not requested:
         requested.append("a stop signal on another rank")
     return stop
-
-
-@torch.no_grad()
-def evaluate_sharded(
-    ctx: DistContext,
-    model: torch.nn.Module,
-    blocks: Any,
-    batch_size: int,
-    runtime: Runtime,
-) -> dict[str, float]:
-    """``loop.evaluate`` over ranks: each rank scores a contiguous share of the held-out blocks
-    and the token-weighted sums are added up, so the result equals a single process's.
-
-    Every rank runs the same number of forward passes, a rank with no blocks left scoring a
-    stand-in batch it then ignores: FSDP's forward gathers parameters collectively, so a rank
-    that stopped early would leave the others waiting."""
-    n_blocks = len(blocks)
-    bounds = np.linspace(0, n_blocks, ctx.world_size + 1).astype(int)
-    start, stop = int(bounds[ctx.rank]), int(bounds[ctx.rank + 1])
-    largest_share = int(np.diff(bounds).max())
-    n_batches = math.ceil(largest_share / batch_size)
-    was_training = model.training
-    model.eval()
-    sums = torch.zeros(3, dtype=torch.float64, device=runtime.device)  # loss, correct, tokens
-    for i in range(n_batches):
-        lo, hi = start + i * batch_size, min(start + (i + 1) * batch_size, stop)
-        real = hi > lo
-        rows = blocks[lo:hi] if real else blocks[0:1]
-        batch = torch.from_numpy(np.array(rows, dtype=np.int64)).to(runtime.device)
-        inputs, targets = batch[:, :-1], batch[:, 1:]
-        with runtime.autocast():
-            logits, loss = model(inputs, targets)
-        if real:
-            sums[0] += loss.double() * targets.numel()
-            sums[1] += (logits.argmax(dim=-1) == targets).sum()
-            sums[2] += targets.numel()
-    model.train(was_training)
-    dist.all_reduce(sums, op=dist.ReduceOp.SUM)
-    loss_sum, correct, n_tokens = sums.tolist()
-    loss = loss_sum / n_tokens
-    return {
-        "loss": loss,
-        "accuracy": correct / n_tokens,
-        "perplexity": math.exp(min(loss, 50)),
-    }
-
-
-# --- checkpoints ------------------------------------------------------------------------------
-
-
-def save_checkpoint(
-    ctx: DistContext,
-    checkpoint_root: Path,
-    step: int,
-    model: torch.nn.Module,
-    optimizers: list[torch.optim.Optimizer],
-    config: DictConfig,
-    tokenizer_dir: Path,
-    trainer_state: dict[str, Any],
-    keep: int = 2,
-) -> Path:
-    """Write a checkpoint; call it on every rank. Returns its path (the same on every rank)."""
-    if ctx.sharded:
-        path = _save_sharded(
-            ctx,
-            checkpoint_root,
-            step,
-            model,
-            optimizers,
-            config,
-            tokenizer_dir,
-            trainer_state,
-            keep,
-        )
-    else:
-        path = checkpoint_root / f"step_{step:07d}"
-        if ctx.is_main:  # the weights and optimizer state are the same on every rank
-            trainer_state = {**trainer_state, "world_size": ctx.world_size}
-            path = ckpt.save_checkpoint(
-                checkpoint_root, step, model, config, tokenizer_dir, trainer_state, keep=keep
-            )
-    # Nobody goes on (or exits) before the checkpoint is complete and ``latest`` names it.
-    ctx.barrier()
-    return path
-
-
-def _save_sharded(
-    ctx: DistContext,
-    checkpoint_root: Path,
-    step: int,
-    model: torch.nn.Module,
-    optimizers: list[torch.optim.Optimizer],
-    config: DictConfig,
-    tokenizer_dir: Path,
-    trainer_state: dict[str, Any],
-    keep: int,
-) -> Path:
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import (
-        StateDictOptions,
-        get_model_state_dict,
-        get_state_dict,
-    )
-
-    from gpt5_ablate.model import GPT
-
-    name = f"step_{step:07d}"
-    final = checkpoint_root / name
-    # Same atomic scheme as the single-process checkpoint: build a hidden dir, rename it into
-    # place, then point ``latest`` at it. Its name is known to every rank without a broadcast; a
-    # leftover from a crash mid-write is cleared first.
-    tmp = checkpoint_root / f".{name}.partial"
-    if ctx.is_main:
-        checkpoint_root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-    ctx.barrier()
-    try:
-        model_state, optim_state = get_state_dict(model, optimizers)
-        dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=tmp / DCP_DIR)
-        # Consolidated weights, gathered on rank 0 (offloaded to its CPU memory), so that
-        # ``generate``, the reports and ``latest_checkpoint`` read this checkpoint like any other.
-        full = get_model_state_dict(
-            model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
-        )
-        if ctx.is_main:
-            plain = GPT(model.arch, model.vocab_size)
-            plain.load_state_dict(full)  # a tied head loads the same tensor twice: tie kept
-            save_model(plain, str(tmp / ckpt.WEIGHTS))
-            (tmp / ckpt.CONFIG).write_text(OmegaConf.to_yaml(config, resolve=True))
-            shutil.copytree(tokenizer_dir, tmp / ckpt.TOKENIZER)
-            # The optimizer state lives in the DCP shards; the rest (schedulers, data position,
-            # RNG, counters) is the same on every rank and small.
-            rest = {**trainer_state, "optimizers": None, "world_size": ctx.world_size}
-            torch.save(rest, tmp / ckpt.TRAINER_STATE)
-            if final.exists():  # a re-save of the same step (the final one after a resume)
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            ckpt._write_atomic(checkpoint_root / "latest", name)
-            ckpt._prune(checkpoint_root, keep, protect=name)
-    except BaseException:
-        if ctx.is_main:
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
-
-
-def load_model_and_optimizers(
-    ctx: DistContext,
-    model: torch.nn.Module,
-    optimizers: list[torch.optim.Optimizer],
-    checkpoint: Path,
-    trainer_state: dict[str, Any],
-) -> None:
-    """Restore weights and optimizer state from ``checkpoint`` on every rank."""
-    saved_world = trainer_state.get("world_size", 1)
-    if saved_world != ctx.world_size and ctx.is_main:
-        print(
-            f"note: {checkpoint} was written by {saved_world} rank(s), resuming on "
-            f"{ctx.world_size}: the global batch changes with the number of ranks.",
-            file=sys.stderr,
-        )
-    if ctx.sharded:
-        import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-
-        if not (checkpoint / DCP_DIR).is_dir():
-            raise ConfigError(
-                f"{checkpoint} has no {DCP_DIR}/ (sharded state): it was written without "
-                "trainer.parallel=fsdp. Resume it with the parallel mode that wrote it."
-            )
-        # DCP loads in place into the state dicts' (sharded) tensors: each rank reads only what
-        # its shards need, and a different number of ranks reshards on load.
-        model_state, optim_state = get_state_dict(model, optimizers)
-        state = {"model": model_state, "optim": optim_state}
-        dcp.load(state, checkpoint_id=checkpoint / DCP_DIR)
-        set_state_dict(
-            model,
-            optimizers,
-            model_state_dict=state["model"],
-            optim_state_dict=state["optim"],
-        )
-        return
-    if trainer_state.get("optimizers") is None:
-        raise ConfigError(
-            f"{checkpoint} holds sharded optimizer state (written with trainer.parallel=fsdp); "
-            "resume it with trainer.parallel=fsdp under torchrun."
-        )
-    ckpt.load_weights(model, checkpoint)
-    for opt, opt_state in zip(optimizers, trainer_state["optimizers"], strict=True):
-        opt.load_state_dict(opt_state)

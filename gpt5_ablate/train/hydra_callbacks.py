@@ -29,6 +29,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from gpt5_ablate.errors import TrainingInterrupted
+
 SWEEP_ID_ENV = "GPT5_ABLATE_SWEEP_ID"
 PARENT_RUN_ENV = "GPT5_ABLATE_PARENT_RUN_ID"
 
@@ -92,9 +94,7 @@ class SweepCallback(Callback):
             error = job_return._return_value
             reason = _first_line(f"{type(error).__name__}: {error}")
             status = (
-                "KILLED"
-                if type(error).__name__ in ("TrainingInterrupted", "KeyboardInterrupt")
-                else "FAILED"
+                "KILLED" if isinstance(error, TrainingInterrupted | KeyboardInterrupt) else "FAILED"
             )
             outcome = (overrides, status, reason)
         self.outcomes.append(outcome)
@@ -165,6 +165,23 @@ def _first_line(text: str) -> str:
 
 def active_sweep() -> SweepCallback | None:
     return _active
+
+
+def job_failed(error: BaseException, hydra_cfg: Any) -> JobFailure:
+    """A sweep job's reported error: the other jobs go on (the job counts as failed in the
+    summary and the exit status, without the traceback Hydra prints for a raised error)."""
+    if "BasicLauncher" not in str(hydra_cfg.launcher.get("_target_", "")):
+        # Jobs in other processes (joblib, SLURM): the sweep callback there is not the one that
+        # summarises, so let the launcher record the failure as Hydra does.
+        raise error
+    reason = f"{type(error).__name__}: {error}"
+    if isinstance(error, TrainingInterrupted):
+        # Ctrl-C / SIGTERM stops the whole sweep, not just this job; re-running the sweep
+        # resumes every job. SystemExit passes through Hydra, which would go on otherwise.
+        if _active is not None:
+            _active.record_interrupted(" ".join(hydra_cfg.overrides.task), reason)
+        sys.exit(130)
+    return JobFailure(reason)
 
 
 def finish_sweep() -> int:

@@ -15,19 +15,27 @@ Design points:
 from __future__ import annotations
 
 import json
+import logging
 import os
+import subprocess
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 from gpt5_ablate.errors import InputError
+from gpt5_ablate.secrets import redact_uri
+
+log = logging.getLogger("gpt5_ablate")
 
 # Fail fast instead of retrying for minutes when a remote server is down.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 STATUSES = ("FINISHED", "FAILED", "KILLED")
+# The run dir's MLflow run, written as soon as the run exists: a run killed before its first
+# checkpoint is re-run into the same MLflow run instead of a duplicate.
+RUN_ID_FILE = "mlflow_run.json"
 RETRY_AFTER_S = 60.0  # after a failed call, send nothing until this much time has passed
 
 
@@ -38,7 +46,7 @@ def check_tracking_uri(uri: str) -> None:
         parent = path.parent if str(path.parent) else Path(".")
         if not parent.exists():
             raise InputError(
-                f"tracking.uri={uri!r} points at a SQLite file in {parent}, which does not exist; "
+                f"tracking.uri={redact_uri(uri)!r} points at a SQLite file in {parent}, which does not exist; "
                 "create the directory or use the default sqlite:///mlflow.db."
             )
         return
@@ -51,14 +59,14 @@ def check_tracking_uri(uri: str) -> None:
                 response.read()
         except (urllib.error.URLError, OSError, ValueError) as error:
             raise InputError(
-                f"tracking.uri={uri!r} is unreachable ({error}); start the server "
+                f"tracking.uri={redact_uri(uri)!r} is unreachable ({error}); start the server "
                 "(`mlflow server --backend-store-uri sqlite:///mlflow.db --port 5000`) or use a "
                 "local store such as sqlite:///mlflow.db."
             ) from error
         return
     if uri.startswith(("file:", "/", ".")) or "://" not in uri:
         warnings.warn(
-            f"tracking.uri={uri!r} is a file store, which MLflow 3 deprecates; prefer "
+            f"tracking.uri={redact_uri(uri)!r} is a file store, which MLflow 3 deprecates; prefer "
             "sqlite:///mlflow.db.",
             stacklevel=2,
         )
@@ -103,7 +111,7 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri=uri)
-        self.uri = uri
+        self.uri = redact_uri(uri)  # for messages; the client keeps the real one
         self.flush_every = flush_every
         self.run_dir = run_dir
         self.local_log = (run_dir / "metrics.jsonl").open("a")
@@ -229,3 +237,66 @@ class Tracker:
                 )
                 self._warned = True
             return False
+
+
+def git_commit() -> str:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return result.stdout.strip() if result.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def recorded_run_id(run_dir: Path, uri: str, experiment: str) -> str | None:
+    """The MLflow run of an earlier attempt in this run dir, if it used the same store."""
+    try:
+        record = json.loads((run_dir / RUN_ID_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    if record.get("uri") != redact_uri(uri) or record.get("experiment") != experiment:
+        return None
+    return record.get("run_id")
+
+
+def record_run_id(run_dir: Path, run_id: str, uri: str, experiment: str) -> None:
+    record = {"run_id": run_id, "uri": redact_uri(uri), "experiment": experiment}
+    (run_dir / RUN_ID_FILE).write_text(json.dumps(record))
+
+
+def mark_failed(uri: str, run_id: str, reason: str) -> None:
+    """Mark an earlier attempt's run FAILED with a reason (a resume that cannot start)."""
+    from mlflow.entities import RunTag
+    from mlflow.tracking import MlflowClient
+
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        client.log_batch(run_id, tags=[RunTag("failure_reason", reason[:5000])])
+        client.set_terminated(run_id, "FAILED")
+    except Exception as error:  # the run is gone or the store is down: the error still shows
+        log.warning(f"warning: could not mark MLflow run {run_id} FAILED: {error}")
+
+
+def trim_local_log(run_dir: Path, keep_through_step: int) -> None:
+    """Drop ``metrics.jsonl`` rows after the step a run resumes from (all rows for a fresh start),
+    so the file never repeats a step, whichever checkpoint the run went back to."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if int(json.loads(line)["step"]) <= keep_through_step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut by a crash mid-write
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(f"{line}\n" for line in kept))
+    os.replace(tmp, path)
