@@ -38,7 +38,7 @@ from torch import nn
 
 from gpt5_ablate.cli import CONFIG_DIR
 from gpt5_ablate.errors import ConfigError, InputError
-from gpt5_ablate.optim.muon import Muon, newton_schulz_orthogonalize
+from gpt5_ablate.optim.muon import Muon
 
 
 def timed(fn: Callable[[], Any], sync: Callable[[], None]) -> float:
@@ -98,18 +98,17 @@ def bench_arm(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
     ns_s = 0.0
     muon = [opt for opt in optimizers if isinstance(opt, Muon)]
     if muon:
-        by_shape: dict[tuple[int, ...], int] = defaultdict(int)
-        for group in muon[0].param_groups:
-            for p in group["params"]:
-                by_shape[tuple(p.shape)] += 1
-        stacks = [torch.randn(n, *shape, device=runtime.device) for shape, n in by_shape.items()]
+        # Newton-Schulz on the shapes Muon batches (projection blocks and experts included),
+        # after one warm-up call so a compiled Newton-Schulz is timed compiled.
+        steps = muon[0].param_groups[0]["ns_steps"]
+        stacks = [
+            torch.randn(n, *shape, device=runtime.device)
+            for shape, n in muon[0].matrix_shapes().items()
+        ]
+        for stack in stacks:
+            muon[0].orthogonalize(stack, steps=steps)
         ns_s = statistics.median(
-            timed(
-                lambda: [
-                    newton_schulz_orthogonalize(s, dtype=muon[0].ns_dtype_for(s)) for s in stacks
-                ],
-                sync,
-            )
+            timed(lambda: [muon[0].orthogonalize(s, steps=steps) for s in stacks], sync)
             for _ in range(5)
         )
 
@@ -146,6 +145,10 @@ def bench_arm(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
         else None,
         "decode_tokens_per_s": round(new_tokens / decode_s, 1),
         "kv_cache_bytes_per_token_bf16": model.kv_cache_bytes_per_token(torch.bfloat16),
+        "kv_cache_mb_at_max_seq_len_bf16": round(
+            model.kv_cache_bytes(plan.arch.model.max_seq_len, torch.bfloat16) / 2**20, 3
+        ),
+        "n_params_active": model.n_params(active=True),
     }
     for name, seconds in phase_s.items():
         if name.startswith("step/"):  # one optimizer's own step, e.g. step/Muon
@@ -284,6 +287,7 @@ TABLE_COLUMNS = [
     "mfu",
     "decode_tokens_per_s",
     "kv_cache_bytes_per_token_bf16",
+    "kv_cache_mb_at_max_seq_len_bf16",
 ]
 
 

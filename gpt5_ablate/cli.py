@@ -21,7 +21,13 @@ import gpt5_ablate.optim  # noqa: F401  (registers every component and its schem
 from gpt5_ablate.config import register_configs
 from gpt5_ablate.errors import REPORTED_ERRORS, TrainingInterrupted, exit_status
 from gpt5_ablate.factors import arm_name
-from gpt5_ablate.secrets import install_warning_redaction, redact_file
+from gpt5_ablate.secrets import (
+    install_record_redaction,
+    install_warning_redaction,
+    redact_file,
+    redact_text,
+    register_secrets_in,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "conf"
@@ -45,7 +51,7 @@ def main(cfg: DictConfig) -> Any:
     from gpt5_ablate.train.trainer import Trainer
 
     logging.captureWarnings(True)  # warnings reach the run's log file too
-    install_warning_redaction()
+    register_secrets_in(str(cfg.tracking.uri))  # its password is never printed, even alone
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -60,7 +66,7 @@ def main(cfg: DictConfig) -> Any:
         )
         result = trainer.train()
     except REPORTED_ERRORS as error:
-        log.error(f"\nerror: {error}")
+        log.error(redact_text(f"\nerror: {error}"))
         _remove_if_empty(run_dir)
         if not multirun:
             sys.exit(exit_status(error))
@@ -121,12 +127,21 @@ def _remove_if_empty(run_dir: Path) -> None:
         if isinstance(handler, logging.FileHandler):
             handler.close()
     shutil.rmtree(run_dir, ignore_errors=True)
+    for parent in list(run_dir.parents)[:2]:  # outputs/<experiment>/ and outputs/, when empty
+        try:
+            parent.rmdir()
+        except OSError:
+            break
 
 
 def run() -> None:
     """Console entry point: runs Hydra, then reports a sweep Hydra ended early."""
     from gpt5_ablate.train.hydra_callbacks import finish_sweep
 
+    # Credentials never reach a log line, a warning, or MLflow's own "View run at <URL>" print.
+    install_record_redaction()
+    install_warning_redaction()
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     try:
         main()
     except TrainingInterrupted:  # a sweep stopped by a signal (single runs exit in main)

@@ -35,6 +35,11 @@ class ModelConfig:
     tie_embeddings: bool = True
     init_std: float = 0.02
     norm_eps: float = 1e-6
+    # Per-preset default learning rates, read by conf/optimizer/*.yaml: the best rates measured
+    # at this size where a bracket exists (the preset's YAML says where), else the usual ones.
+    default_lr: dict[str, float] = field(
+        default_factory=lambda: {"adamw": 3e-3, "muon": 0.02, "muon_adamw_side": 3e-3}
+    )
 
     @property
     def head_dim(self) -> int:
@@ -184,6 +189,8 @@ class Config:
     norm: Any = MISSING
     pos: Any = MISSING
     ffn: Any = MISSING
+    window: Any = MISSING
+    sinks: Any = MISSING
     model: ModelConfig = MISSING
     optimizer: Any = MISSING
     data: Any = MISSING

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-FACTORS: tuple[str, ...] = ("attention", "optimizer", "norm", "pos", "ffn")
+FACTORS: tuple[str, ...] = ("attention", "optimizer", "norm", "pos", "ffn", "window", "sinks")
 
 
 def factor_levels(cfg: Any) -> dict[str, str]:

@@ -88,7 +88,7 @@ def checkpoint_from_run(run_id: str, tracking_uri: str) -> Path:
         path = mlflow.artifacts.download_artifacts(
             run_id=run_id, artifact_path="checkpoint", tracking_uri=tracking_uri
         )
-        refuse_pickle_files(Path(path))
+        refuse_pickle_files(Path(path), ignore=("trainer_state.pt",))
     except (MlflowException, OSError) as error:
         raise InputError(
             f"run {run_id} has no checkpoint artifact (was it logged with "
@@ -106,7 +106,7 @@ def load_for_inference(checkpoint: Path, device: torch.device):  # -> (GPT, toke
     from gpt5_ablate.train import checkpoint as ckpt
 
     path = ckpt.resolve_checkpoint_path(checkpoint)
-    refuse_pickle_files(path)
+    refuse_pickle_files(path, ignore=("trainer_state.pt",))  # generate never reads it
     cfg = OmegaConf.load(path / ckpt.CONFIG)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path / ckpt.TOKENIZER))
     model = build_model(cfg, len(tokenizer)).to(device)

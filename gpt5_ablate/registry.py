@@ -62,9 +62,13 @@ def as_typed(schema: type[S], node: Any) -> S:
         return node
     if is_dataclass(node) and not isinstance(node, type):
         node = OmegaConf.structured(node)
-    if isinstance(node, Mapping) and not isinstance(node, DictConfig):
-        node = OmegaConf.create(dict(node))
     try:
+        if isinstance(node, DictConfig):
+            # Resolved where it stands: interpolations may point anywhere in the whole config
+            # (e.g. an optimizer's rate at ${model.default_lr.adamw}).
+            node = OmegaConf.to_container(node, resolve=True)
+        if isinstance(node, Mapping):
+            node = OmegaConf.create(dict(node))
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node))  # type: ignore[return-value]
     except OmegaConfBaseException as error:
         raise ConfigError(f"Invalid {schema.__name__} value: {error.msg}") from None
@@ -136,8 +140,3 @@ def discover(package_name: str) -> None:
     for info in pkgutil.iter_modules(package.__path__):
         if not info.name.startswith("_"):
             importlib.import_module(f"{package_name}.{info.name}")
-
-
-def to_dataclass(registry: Registry[Any], cfg: Any) -> Any:
-    """Deprecated spelling of ``registry.typed(cfg)``, kept while callers move over."""
-    return registry.typed(cfg)

@@ -19,8 +19,9 @@ CELLS: list[tuple[str, str]] = [
         """# Compare ablation runs
 
 Step-by-step version of `python -m gpt5_ablate.report`: load an experiment's runs from MLflow,
-pick each arm's best learning rate (if swept), plot the curves and effects, and compute the
-verdict table. Set the tracking URI and experiment below, or through the environment variables
+choose the runs to compare (latest sweep, one phase, one model size/budget/data), fit the
+factorial model, and build the three-column verdict (measured here / public evidence /
+judgement). Set the tracking URI and experiment below, or through the environment variables
 `GPT5_ABLATE_TRACKING_URI` and `GPT5_ABLATE_EXPERIMENT`.""",
     ),
     (
@@ -34,6 +35,8 @@ TRACKING_URI = os.environ.get("GPT5_ABLATE_TRACKING_URI", "sqlite:///mlflow.db")
 EXPERIMENT = os.environ.get("GPT5_ABLATE_EXPERIMENT", "gpt5_ablate")
 INCLUDE_UNFINISHED = False  # True also analyses FAILED / KILLED runs
 METRIC = "final_val_loss"  # or "best_val_loss"
+SWEEP = "latest"  # a sweep id, "latest" or "all"
+MARGIN = 0.02  # equivalence margin, nats/token
 FIGURE_DIR = Path(os.environ.get("GPT5_ABLATE_NOTEBOOK_OUT") or tempfile.mkdtemp(prefix="ablate_"))
 
 # Work from the repository root, like the CLI: relative URIs such as sqlite:///mlflow.db then
@@ -48,9 +51,12 @@ print(f"{EXPERIMENT=} {TRACKING_URI=} {FIGURE_DIR=}")""",
         """import pandas as pd
 from IPython.display import Image, Markdown, display
 
-from gpt5_ablate.analysis import plots, stats
+from gpt5_ablate.analysis import plots, plots_arms
+from gpt5_ablate.analysis.evidence import JUDGEMENT_RULE
 from gpt5_ablate.analysis.load import load_experiment
-from gpt5_ablate.analysis.markdown import verdict_markdown, write_report
+from gpt5_ablate.analysis.markdown import comparisons_frame, write_analysis
+from gpt5_ablate.analysis.pipeline import ReportSettings, analyse, verdict_frame
+from gpt5_ablate.analysis.sections import markdown_table
 
 pd.set_option("display.max_columns", 40)
 pd.set_option("display.width", 200)
@@ -66,15 +72,16 @@ def show(paths):
         "markdown",
         """## 1. One row per run
 
-Only FINISHED runs unless `INCLUDE_UNFINISHED`. Factor levels, seed and `lr_scale` come from
-run tags; sizes and compute from params; best/final metrics from the metric histories.""",
+Only FINISHED runs unless `INCLUDE_UNFINISHED`. Factor levels, seed, phase, sweep and `lr_scale`
+come from run tags; sizes, budgets and the unigram baseline from params; the final loss from
+`final/val_loss` (the whole validation split) where the run logged it.""",
     ),
     (
         "code",
         """data = load_experiment(EXPERIMENT, TRACKING_URI, include_unfinished=INCLUDE_UNFINISHED)
 print(f"{len(data.runs)} runs loaded; left out by status: {data.excluded or 'none'}")
-columns = ["arm", *stats.FACTORS, "seed", "lr_scale", "n_params", "tokens_seen", "wall_time_s",
-           "best_val_loss", "final_val_loss", "final_val_accuracy", "final_val_perplexity"]
+columns = ["arm", "sweep_id", "phase", "model", "seed", "lr_scale", "budget_tokens",
+           "unigram_val_loss", "final_val_loss", "final_val_loss_source", "best_val_loss"]
 data.runs[columns]""",
     ),
     (
@@ -91,75 +98,85 @@ data.history.head()""",
     ),
     (
         "markdown",
-        """## 3. Learning-rate selection
+        """## 3. Which runs are compared, and the model
 
-With several `lr_scale` values per arm, each arm is compared at its own best one (lowest
-seed-averaged final validation loss). Without a sweep nothing changes.""",
+`analyse` picks the latest sweep, keeps LR-selection runs (`phase=select`) out of comparisons,
+leaves out runs of another model preset, budget or data (with a warning), picks each arm's
+best `lr_scale` when swept, keeps arms within 0.5 nats of the unigram loss out of the verdict,
+and fits the factorial model.""",
     ),
     (
         "code",
-        """selection = stats.select_best_lr(data.runs, METRIC)
-runs = selection.runs
-print("LR sweep present:", selection.swept)
-selection.table""",
+        """analysis = analyse(data, ReportSettings(metric=METRIC, sweep=SWEEP, equivalence_margin=MARGIN))
+for message in analysis.warnings + analysis.selection.notes:
+    print("-", message)
+group = analysis.primary
+runs = group.runs
+print(f"Compared on: {analysis.response_note}")
+print(f"Group: {group.label}; model: {group.fit.method}, {group.fit.df_resid:g} residual df")
+for note in group.notes:
+    print("-", note)
+group.lr.table""",
     ),
     (
         "markdown",
-        """## 4. Arms: size, compute and final metrics
-
-Check whether arms are compute-matched before reading loss differences as design effects.""",
+        """## 4. Arms: size, compute, loss (intervals from 3 seeds) and distance to the unigram baseline""",
     ),
-    ("code", """stats.arm_summary(runs)"""),
-    ("markdown", """## 5. Validation loss vs tokens seen"""),
+    ("code", """group.arms"""),
+    ("markdown", """## 5. Validation loss vs tokens seen (dashed line: unigram baseline)"""),
     ("code", """show(plots.plot_val_loss_curves(data.history, runs, FIGURE_DIR))"""),
-    ("markdown", """## 6. Final perplexity per arm (95% t-interval over seeds)"""),
-    ("code", """show(plots.plot_final_perplexity(runs, FIGURE_DIR))"""),
+    ("markdown", """## 6. Final perplexity per arm (exp of the loss interval)"""),
+    ("code", """show(plots_arms.plot_final_perplexity(runs, FIGURE_DIR))"""),
     (
         "markdown",
-        """## 7. Main effects and two-factor interactions
+        """## 7. Main effects (model marginal means) and two-factor interactions""",
+    ),
+    (
+        "code",
+        """marginal = group.fit.marginal_table() if group.fit.ok else None
+display(marginal)
+show(plots_arms.plot_main_effects(runs, FIGURE_DIR, marginal=marginal))
+show(plots_arms.plot_interactions(runs, FIGURE_DIR))""",
+    ),
+    ("markdown", """## 8. Efficiency and KV cache"""),
+    (
+        "code",
+        """show(plots.plot_efficiency(data.history, runs, FIGURE_DIR))
+show(plots_arms.plot_kv_cache(runs, FIGURE_DIR))""",
+    ),
+    (
+        "markdown",
+        """## 9. The tests behind the verdict
 
-Main effects average over the other factors; interaction residuals show where two factors do
-not simply add up (needs at least two varied factors).""",
+Every comparison (best level vs each other level, pooled or per condition when an interaction
+is material) with its simultaneous interval, Holm-adjusted p, TOST equivalence p and the
+document-level bootstrap interval; then the interaction checks and each factor's power.""",
     ),
     (
         "code",
-        """display(stats.main_effects(runs, METRIC))
-show(plots.plot_main_effects(runs, FIGURE_DIR, METRIC))
-show(plots.plot_interactions(runs, FIGURE_DIR, METRIC))""",
-    ),
-    ("markdown", """## 8. Efficiency: loss vs wall-clock time and vs training FLOPs"""),
-    ("code", """show(plots.plot_efficiency(data.history, runs, FIGURE_DIR))"""),
-    ("markdown", """## 9. KV-cache bytes per token vs validation loss"""),
-    ("code", """show(plots.plot_kv_cache(runs, FIGURE_DIR))"""),
-    (
-        "markdown",
-        """## 10. Verdict
-
-For each varied factor: the better level, the paired effect on validation loss (better − other,
-over runs that differ only in that factor) with a 95% CI, and the choice the numbers support.""",
-    ),
-    (
-        "code",
-        """verdicts = stats.factor_verdicts(runs, METRIC)
-display(Markdown(verdict_markdown(verdicts)) if verdicts else "No factor varies.")
-stats.comparisons_frame(verdicts)""",
+        """display(comparisons_frame(analysis))
+for result in group.verdicts.factors:
+    for check in result.interactions:
+        print(check.text())
+    if result.power:
+        print(f"{result.factor}: {result.power.text()}")""",
     ),
     (
         "markdown",
-        """The matched pairs behind the first factor's effect (one row per pair of runs):""",
+        """## 10. Verdict: measured here, public evidence, judgement""",
     ),
     (
         "code",
-        """if verdicts:
-    first = verdicts[0].comparisons[0]
-    display(stats.paired_differences(runs, first.factor, first.level, first.reference, METRIC))""",
+        """verdict = verdict_frame(analysis)
+display(Markdown(markdown_table(verdict)))
+display(Markdown(f"**Judgement rule.** {JUDGEMENT_RULE}"))""",
     ),
     (
         "markdown",
         """## 11. The full report
 
 `python -m gpt5_ablate.report experiment=<name> tracking.uri=<uri>` writes this analysis as a
-Markdown report with its figures; from here, `write_report(data, out_dir, METRIC)` does the
+Markdown report with its figures; from here, `write_analysis(analysis, data, out_dir)` does the
 same.""",
     ),
 ]

@@ -1,8 +1,9 @@
-"""Shared fixtures for the model, optimizer and model-config tests."""
+"""Shared fixtures: model factories, a single-thread switch, and one data cache per session."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,3 +67,10 @@ def single_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tokenizer + token-block cache for every training test of the session: the tiny
+    corpus and BPE are built once, not once per test module."""
+    return tmp_path_factory.mktemp("data_cache")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,10 +19,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from gpt5_ablate.analysis import plots, stats
+from gpt5_ablate.analysis import plots, plots_arms, stats
 from gpt5_ablate.analysis.load import HISTORY_COLUMNS, ExperimentData, load_experiment
 from gpt5_ablate.analysis.markdown import write_report
-from gpt5_ablate.errors import InputError
+from gpt5_ablate.analysis.pipeline import ReportSettings, analyse
+from gpt5_ablate.errors import ConfigError, InputError
 from gpt5_ablate.report import main as report_main
 from gpt5_ablate.report import parse_args
 from tests import analysis_fixtures as fx
@@ -76,15 +78,7 @@ def _runs_frame(values: dict[tuple[str, str, int], float]) -> pd.DataFrame:
 @pytest.mark.parametrize("df", sorted(T975))
 def test_t_quantile_matches_table(df: int) -> None:
     assert stats.t_quantile(0.975, df) == pytest.approx(T975[df], abs=1e-3)
-    # The scipy-free fallback must agree too, including at fractional (Welch) df.
-    assert stats.t_quantile_fallback(0.975, df) == pytest.approx(T975[df], abs=1e-3)
-    assert stats.t_quantile_fallback(0.025, df) == pytest.approx(-T975[df], abs=1e-3)
-
-
-def test_t_quantile_fallback_fractional_df() -> None:
-    assert stats.t_quantile_fallback(0.975, 7.3) == pytest.approx(
-        stats.t_quantile(0.975, 7.3), rel=1e-6
-    )
+    assert stats.t_quantile(0.025, df) == pytest.approx(-T975[df], abs=1e-3)
 
 
 def test_mean_ci_hand_computed() -> None:
@@ -107,7 +101,7 @@ def test_mean_ci_single_value_has_no_interval() -> None:
     assert "no CI" in interval.format()
 
 
-def test_paired_effect_constructed_case() -> None:
+def test_paired_differences_constructed_case() -> None:
     # (b − a) within each (optimizer, seed) block is 1, 2, 3 and 2: mean 2, sd √(2/3).
     runs = _runs_frame(
         {
@@ -123,69 +117,29 @@ def test_paired_effect_constructed_case() -> None:
     )
     pairs = stats.paired_differences(runs, "attention", "b", "a")
     assert sorted(pairs["diff"]) == [1.0, 2.0, 2.0, 3.0]
-    effect = stats.factor_effect(runs, "attention", "b", "a")
-    assert effect.method == "paired"
-    assert effect.n_pairs == 4
-    assert effect.interval.mean == pytest.approx(2.0)
-    expected = 3.182 * math.sqrt(2 / 3) / 2
-    assert effect.interval.half_width == pytest.approx(expected, abs=1e-3)
+    interval = stats.mean_ci(pairs["diff"].astype(float))
+    assert interval.mean == pytest.approx(2.0)
+    assert interval.half_width == pytest.approx(3.182 * math.sqrt(2 / 3) / 2, abs=1e-3)
     # Unpaired, the optimizer's 10-unit offset would swamp the effect; pairing removes it.
     unpaired = stats.welch_ci(
         runs.loc[runs.attention == "b", "final_val_loss"],
         runs.loc[runs.attention == "a", "final_val_loss"],
     )
-    assert unpaired.half_width > 5 * effect.interval.half_width
+    assert unpaired.half_width > 5 * interval.half_width
 
 
-def test_effect_falls_back_to_welch_without_pairs() -> None:
-    # Different seeds per level: no run has a partner that differs only in attention.
+def test_arm_summary_needs_three_seeds_and_stays_positive() -> None:
     runs = _runs_frame(
-        {("a", "x", 0): 1.0, ("a", "x", 1): 1.2, ("b", "x", 2): 2.0, ("b", "x", 3): 2.4}
+        {("a", "x", 0): 5.0, ("a", "x", 1): 5.4, ("b", "x", 0): 0.5, ("b", "x", 1): 0.05}
     )
-    effect = stats.factor_effect(runs, "attention", "b", "a")
-    assert effect.method == "unpaired (Welch)"
-    assert effect.interval.mean == pytest.approx(1.1)
-    assert effect.interval.has_ci
-
-
-def test_verdict_is_computed_not_fixed() -> None:
-    # attention: b better by a consistent 0.5 (conclusive); optimizer: noise only (inconclusive).
-    runs = _runs_frame(
-        {
-            ("a", "x", 0): 3.0,
-            ("b", "x", 0): 2.5,
-            ("a", "x", 1): 3.1,
-            ("b", "x", 1): 2.55,
-            ("a", "y", 0): 3.05,
-            ("b", "y", 0): 2.5,
-            ("a", "y", 1): 3.0,
-            ("b", "y", 1): 2.55,
-        }
-    )
-    verdicts = {v.factor: v for v in stats.factor_verdicts(runs)}
-    assert set(verdicts) == {"attention", "optimizer"}
-    assert verdicts["attention"].better_level == "b"
-    assert verdicts["attention"].ci_status == "yes"
-    assert verdicts["attention"].gpt5_choice.startswith("b ")
-    assert verdicts["optimizer"].ci_status == "no"
-    assert verdicts["optimizer"].gpt5_choice.startswith("inconclusive at this scale")
-    # A single matched pair (one seed, one optimizer): no interval, so no conclusion either.
-    (single,) = stats.factor_verdicts(runs[(runs.seed == 0) & (runs.optimizer == "x")])
-    assert single.better_level == "b"
-    assert single.gpt5_choice.startswith("inconclusive: too few matched seeds")
-
-
-def test_three_level_factor_compares_every_level_with_the_best() -> None:
-    values: dict[tuple[str, str, int], float] = {}
-    for seed, noise in enumerate((0.0, 0.01, -0.01)):
-        values[("mla", "x", seed)] = 3.0 + noise
-        values[("gqa", "x", seed)] = 3.02 - noise  # tied with mla within noise
-        values[("mha", "x", seed)] = 3.5 + noise  # clearly worse
-    (verdict,) = stats.factor_verdicts(_runs_frame(values))
-    assert verdict.better_level == "mla"
-    assert [e.reference for e in verdict.comparisons] == ["gqa", "mha"]
-    assert verdict.ci_status == "partly"
-    assert verdict.gpt5_choice.startswith("mla or gqa")
+    runs = pd.concat([runs, runs.iloc[[2]].assign(seed=2, final_val_loss=0.02)])
+    arms = stats.arm_summary(runs, "final_val_loss").set_index("arm")
+    two = arms.loc["a / x"]
+    assert two["n_seeds"] == 2 and math.isnan(two["loss_ci_low"])
+    assert two["seed_values"] == "5.000, 5.400"
+    three = arms.loc["b / x"]
+    assert three["n_seeds"] == 3 and three["loss_ci_low"] == 0.0  # the t-interval is clipped
+    assert three["perplexity_ci_low"] == pytest.approx(1.0)  # exp(0): never below 1
 
 
 def test_select_best_lr_picks_each_arms_best_scale() -> None:
@@ -231,6 +185,14 @@ def test_loader_one_row_per_finished_run(data: ExperimentData) -> None:
     assert data.excluded == {"FAILED": 1}
     for column in (
         *stats.FACTORS,
+        "phase",
+        "data",
+        "budget_tokens",
+        "total_steps",
+        "unigram_val_loss",
+        "full_val_loss",
+        "last_val_loss",
+        "final_val_loss_source",
         "model",
         "seed",
         "lr_scale",
@@ -261,6 +223,12 @@ def test_loader_one_row_per_finished_run(data: ExperimentData) -> None:
     }
     assert runs["seed"].tolist().count(0) == 4
     assert runs["lr_scale"].eq(1.0).all()
+    # Old runs: no window/sinks tags, no phase, no full-split metric, no total_steps param.
+    assert set(runs["window"]) == {"all_full"} and set(runs["sinks"]) == {"none"}
+    assert set(runs["phase"]) == {"report"}
+    assert set(runs["final_val_loss_source"]) == {"last periodic eval"}
+    assert runs["full_val_loss"].isna().all()
+    assert (runs["budget_tokens"] == 30 * fx.TOKENS_PER_STEP).all()
 
 
 def test_loader_best_and_final_metrics(data: ExperimentData) -> None:
@@ -306,6 +274,18 @@ def test_loader_unknown_experiment_is_a_clear_error(store: str) -> None:
         load_experiment("no_such_experiment", store)
 
 
+def test_loader_reads_full_split_metrics(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    fx.log_runs(uri, "new", fx.full_sweep_specs(documents=0)[:2])
+    runs = load_experiment("new", uri).runs.set_index("seed")
+    assert runs.loc[0, "final_val_loss"] == pytest.approx(4.0)  # final/val_loss, not val/loss
+    assert runs.loc[0, "last_val_loss"] == pytest.approx(4.01)
+    assert runs.loc[0, "final_val_loss_source"] == "full split"
+    assert runs.loc[0, "unigram_val_loss"] == pytest.approx(6.5)
+    assert runs.loc[0, "budget_tokens"] == 40 * 512
+    assert runs.loc[0, "data"] == "stdlib" and runs.loc[0, "sweep_id"] == "sweep-a"
+
+
 def test_history_long_table(data: ExperimentData) -> None:
     history = data.history
     assert list(history.columns) == list(HISTORY_COLUMNS)
@@ -331,19 +311,18 @@ def test_history_long_table(data: ExperimentData) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def test_paired_effects_on_logged_runs(data: ExperimentData) -> None:
-    verdicts = {v.factor: v for v in stats.factor_verdicts(data.runs)}
-    attention = verdicts["attention"]
-    assert attention.better_level == "mha"
-    (effect,) = attention.comparisons
-    # mha − gqa per (optimizer, seed): −0.10, −0.12, −0.08, −0.06.
-    assert effect.n_pairs == 4
-    assert effect.interval.mean == pytest.approx(-0.09)
-    sd = np.std([-0.10, -0.12, -0.08, -0.06], ddof=1)
-    assert effect.interval.half_width == pytest.approx(3.182 * sd / 2, abs=1e-3)
-    optimizer = verdicts["optimizer"]
-    assert optimizer.better_level == "muon_adamw"
-    assert optimizer.comparisons[0].interval.mean == pytest.approx(-0.20)
+def test_model_effects_on_logged_runs(data: ExperimentData) -> None:
+    analysis = analyse(data, ReportSettings(per_document=False))
+    assert analysis.response == "last_val_loss"  # these runs predate final/val_loss
+    results = {r.factor: r for r in analysis.primary.verdicts.factors}
+    attention = results["attention"]
+    (effect,) = attention.pooled.comparisons
+    # Balanced 2 × 2 × 2: the model's contrast is the mean of mha − gqa per (optimizer, seed),
+    # −0.10, −0.12, −0.08, −0.06.
+    assert attention.pooled.best == "mha"
+    assert effect.estimate == pytest.approx(-0.09)
+    assert attention.category == "favoured"
+    assert results["optimizer"].pooled.comparisons[0].estimate == pytest.approx(-0.20)
 
 
 # --------------------------------------------------------------------------------------------
@@ -354,11 +333,11 @@ def test_paired_effects_on_logged_runs(data: ExperimentData) -> None:
 def test_every_plot_is_written(data: ExperimentData, tmp_path: Path) -> None:
     produced = [
         plots.plot_val_loss_curves(data.history, data.runs, tmp_path),
-        plots.plot_final_perplexity(data.runs, tmp_path),
-        plots.plot_main_effects(data.runs, tmp_path),
-        plots.plot_interactions(data.runs, tmp_path),
+        plots_arms.plot_final_perplexity(data.runs, tmp_path),
+        plots_arms.plot_main_effects(data.runs, tmp_path),
+        plots_arms.plot_interactions(data.runs, tmp_path),
         plots.plot_efficiency(data.history, data.runs, tmp_path),
-        plots.plot_kv_cache(data.runs, tmp_path),
+        plots_arms.plot_kv_cache(data.runs, tmp_path),
     ]
     for paths in produced:
         assert sorted(p.suffix for p in paths) == [".png", ".svg"]
@@ -370,14 +349,21 @@ def test_every_plot_is_written(data: ExperimentData, tmp_path: Path) -> None:
 
 def test_single_seed_plots_say_no_interval(data: ExperimentData, tmp_path: Path) -> None:
     one_seed = data.runs[data.runs["seed"] == 0]
-    paths = plots.plot_final_perplexity(one_seed, tmp_path)
-    assert b"no CI" in paths[1].read_bytes() or b"single seed" in paths[1].read_bytes()
+    paths = plots_arms.plot_final_perplexity(one_seed, tmp_path)
+    assert b"no CI" in paths[1].read_bytes()
 
 
-def _verdict_rows(report: str) -> list[list[str]]:
+def test_log_axes_when_values_span_decades() -> None:
+    assert plots.spans_decades(pd.Series([1e3, 5e4]))
+    assert not plots.spans_decades(pd.Series([1e3, 5e3]))
+    assert not plots.spans_decades(pd.Series([0.0, 5e3]))  # zero is never on a log axis
+
+
+def _verdict_rows(report: str) -> dict[str, list[str]]:
     section = report.split("## Verdict", 1)[1].split("\n\n", 2)[1]
     lines = [line for line in section.splitlines() if line.startswith("|")]
-    return [[c.strip() for c in line.strip("|").split(" | ")] for line in lines[2:]]
+    rows = [[c.strip() for c in line.strip("|").split(" | ")] for line in lines[2:]]
+    return {row[0]: row for row in rows}
 
 
 def test_report_cli_writes_verdict_and_figures(store: str, tmp_path: Path) -> None:
@@ -386,13 +372,15 @@ def test_report_cli_writes_verdict_and_figures(store: str, tmp_path: Path) -> No
     assert code == 0
     report = (out / "report.md").read_text()
     rows = _verdict_rows(report)
-    assert [r[0] for r in rows] == ["attention", "optimizer"]  # one row per swept factor
-    by_factor = {r[0]: r for r in rows}
-    assert by_factor["attention"][2] == "**mha**"
-    assert "-0.090 [-0.131, -0.049]" in by_factor["attention"][3]
-    assert by_factor["attention"][-1].startswith("mha (95% CI excludes 0")
-    assert by_factor["optimizer"][-1].startswith("muon_adamw")
-    assert "Most likely GPT-5 choices" in report
+    assert list(rows)[:2] == ["attention", "optimizer"]
+    attention = rows["attention"]
+    assert attention[1].startswith("**favoured mha**")
+    assert "mha − gqa: -0.090" in attention[1]
+    assert rows["optimizer"][1].startswith("**favoured muon_adamw**")
+    assert rows["norm"][1].startswith("not varied here")
+    assert "Most consistent with (judgement)" in report
+    assert "last periodic `val/loss`" in report  # these runs predate final/val_loss
+    assert "no unigram baseline was logged" in report
     for caveat in ("**Scale.**", "**Seeds.**", "**Compute.**", "not** compute-matched"):
         assert caveat in report
     for stem in (
@@ -407,18 +395,25 @@ def test_report_cli_writes_verdict_and_figures(store: str, tmp_path: Path) -> No
         assert (out / f"{stem}.png").stat().st_size > 0
         assert (out / f"{stem}.svg").stat().st_size > 0
     assert len(pd.read_csv(out / "runs.csv")) == 8
+    assert list(pd.read_csv(out / "verdict.csv").columns) == [
+        "Factor",
+        "Measured here",
+        "Public evidence",
+        "Judgement",
+    ]
 
 
 def test_report_uses_best_lr_per_arm(store: str, tmp_path: Path) -> None:
     data = load_experiment(fx.LR_EXPERIMENT, store)
-    report = write_report(data, tmp_path).read_text()
+    report = write_report(data, tmp_path, ReportSettings(per_document=False)).read_text()
     assert "## Learning-rate selection" in report
     assert "own best `lr_scale`" in report
-    chosen = pd.read_csv(tmp_path / "lr_selection.csv").query("chosen")
-    assert dict(zip(chosen["arm"], chosen["lr_scale"], strict=True)) == {"gqa": 2.0, "mha": 1.0}
+    assert "- gqa: best lr_scale 2 (at the high edge; try 4 next)" in report
+    assert "- mha: best lr_scale 1 (interior of 3 rates)" in report
     # Compared at their best scales, mha (3.11) beats gqa (3.16) by 0.05 in both seeds.
-    (row,) = _verdict_rows(report)
-    assert row[0] == "attention" and "vs gqa: -0.050" in row[3]
+    attention = _verdict_rows(report)["attention"]
+    assert "mha − gqa: -0.050" in attention[1]
+    assert "LR tuned per arm" in attention[1]
     assert "Needs at least two varied factors" in report
 
 
@@ -433,7 +428,8 @@ def test_report_module_entry_point() -> None:
     helped = subprocess.run([*command, "--help"], **run)
     assert helped.returncode == 0 and "tracking.uri" in helped.stdout
     bad = subprocess.run([*command, "experimnt=x"], **run)
-    assert bad.returncode == 2 and "Unknown argument 'experimnt'" in bad.stderr
+    assert bad.returncode == 2 and bad.stderr.startswith("error: Unknown key 'experimnt'")
+    assert bad.stderr.count("\n") == 1
 
 
 def test_parse_args_defaults_and_keys() -> None:
@@ -449,7 +445,10 @@ def test_parse_args_defaults_and_keys() -> None:
         True,
     )
     assert args.out_dir == Path("reports/quick")
-    with pytest.raises(InputError):
+    assert (args.sweep, args.group_unlike, args.equivalence_margin) == ("latest", False, 0.02)
+    args = parse_args(["sweep=all", "group_unlike=true", "equivalence_margin=0.05"])
+    assert (args.sweep, args.group_unlike, args.equivalence_margin) == ("all", True, 0.05)
+    with pytest.raises(ConfigError):
         parse_args(["metric=accuracy"])
 
 
@@ -498,6 +497,12 @@ def test_notebook_executes_against_store(
     ]
     assert len(images) >= 6
     assert (tmp_path / "val_loss_vs_tokens.svg").is_file()
+    text = "".join(
+        str(o.get("data", {}).get("text/markdown", "")) + str(o.get("text", ""))
+        for c in notebook.cells
+        for o in c.get("outputs", [])
+    )
+    assert "Measured here" in text and "Public evidence" in text and "Judgement" in text
 
 
 # --------------------------------------------------------------------------------------------
@@ -513,7 +518,7 @@ EXPERIMENTS = {
 
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
 def test_experiment_config(name: str) -> None:
-    path = REPO_ROOT / "experiments" / "experiment" / f"{name}.yaml"
+    path = REPO_ROOT / "conf" / "experiment" / f"{name}.yaml"
     text = path.read_text()
     assert text.startswith("# @package _global_")
     config = yaml.safe_load(text)
@@ -530,7 +535,7 @@ def test_experiment_config(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
 def test_experiment_composes_with_hydra(name: str, tmp_path: Path) -> None:
-    """Compose against a stub config tree with the experiments folder on the search path."""
+    """Compose against a stub config tree holding a copy of conf/experiment."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -551,8 +556,8 @@ def test_experiment_composes_with_hydra(name: str, tmp_path: Path) -> None:
         f"defaults:\n{defaults}\n  - _self_\n"
         "seed: 0\nexperiment_name: null\ntracking:\n  experiment: gpt5_ablate\n"
         "trainer:\n  max_tokens: null\n  eval_every: 100\n"
-        f"hydra:\n  searchpath:\n    - file://{REPO_ROOT / 'experiments'}\n"
     )
+    shutil.copytree(REPO_ROOT / "conf" / "experiment", tmp_path / "experiment")
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(tmp_path), version_base="1.3"):
         cfg = compose("config", overrides=[f"+experiment={name}"], return_hydra_config=True)

@@ -54,7 +54,8 @@ def test_loader_reads_the_real_sweep(real_sweep: tuple[str, Path]) -> None:
     }
     assert sorted(runs["seed"].astype(int).tolist()) == [0, 0, 0, 0, 1, 1, 1, 1]
     assert (runs["tokens_seen"] == 6 * 8 * 64).all()
-    assert (runs["best_val_loss"] <= runs["final_val_loss"] + 1e-12).all()
+    # best and last are both periodic evaluations; the final loss may be the full split's.
+    assert (runs["best_val_loss"] <= runs["last_val_loss"] + 1e-12).all()
     assert runs["n_params"].nunique() == 2  # MLA and GQA differ in size; optimizers do not
     val = data.history[data.history["metric"] == "val/loss"]
     steps_per_run = val.groupby("run_id")["step"].apply(lambda s: tuple(sorted(s)))
@@ -66,9 +67,12 @@ def test_report_on_the_real_sweep(real_sweep: tuple[str, Path], tmp_path: Path) 
     uri, _ = real_sweep
     report = write_report(load_experiment("real", uri), tmp_path)
     text = report.read_text()
-    verdict = text.split("Verdict")[1]
-    assert "| attention" in verdict and "| optimizer" in verdict
-    assert "| norm" not in verdict.split("\n\n#")[0]  # only swept factors get a row
+    verdict = text.split("## Verdict")[1].split("\n## ")[0]
+    assert "| Factor | Measured here | Public evidence | Judgement |" in verdict
+    for factor in ("attention", "optimizer", "norm", "window", "sinks"):
+        assert f"| {factor} |" in verdict
+    assert "| norm | not varied here (every run: qk_rmsnorm)" in verdict
+    assert "## Baselines" in text and "unigram loss" in text
     for png in tmp_path.glob("*.png"):
         assert png.stat().st_size > 1000
     assert len(list(tmp_path.glob("*.png"))) >= 5

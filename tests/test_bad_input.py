@@ -26,7 +26,8 @@ from omegaconf.errors import OmegaConfBaseException
 from gpt5_ablate.data import prepare_data
 from gpt5_ablate.errors import ConfigError, InputError
 from gpt5_ablate.generate import main as generate_main
-from gpt5_ablate.train.loop import make_plan, train
+from gpt5_ablate.train.loop import train
+from gpt5_ablate.train.plan import make_plan
 from tests.test_reliability import cli_env
 from tests.train_helpers import compose_config
 

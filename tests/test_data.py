@@ -22,7 +22,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-import gpt5_ablate.data.prepare as prepare_module
+import gpt5_ablate.data.blocks as blocks_module
 from gpt5_ablate.data import (
     DATA,
     TOKENIZER,
@@ -188,7 +188,7 @@ def test_second_call_loads_the_cache(prepared: Prepared, monkeypatch: pytest.Mon
     def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError("tokenized or trained again despite a cached entry")
 
-    monkeypatch.setattr(prepare_module, "tokenize_split", forbidden)
+    monkeypatch.setattr(blocks_module, "tokenize_split", forbidden)
     monkeypatch.setattr(ByteLevelBPE, "build", forbidden)
     # A DictConfig-like plain mapping must land on the same key as the dataclass.
     again = prepare_data(
@@ -285,7 +285,8 @@ def test_blocks_are_packed_documents(prepared: Prepared) -> None:
     data = prepared.data
     train, val = data.train_blocks, data.val_blocks
     assert train.ndim == 2 and train.shape[1] == SEQ_LEN + 1 and train.dtype == np.uint16
-    assert val.shape == (math.ceil(EVAL_TOKENS / SEQ_LEN), SEQ_LEN + 1)
+    assert val.shape == (data.stats["n_val_blocks"], SEQ_LEN + 1)  # the whole validation split
+    assert data.eval_blocks.shape == (EVAL_TOKENS // SEQ_LEN, SEQ_LEN + 1)
     assert int(train.max()) < data.vocab_size and int(val.max()) < data.vocab_size
     assert data.stats["n_train_blocks"] == data.stats["n_train_tokens"] // (SEQ_LEN + 1)
     # Blocks are the training documents, in order, each followed by EOS.
@@ -444,6 +445,8 @@ def test_beats_uniform_baseline(prepared: Prepared) -> None:
         ("data", "text_files"),
         ("data", "tinystories"),
         ("data", "fineweb_edu"),
+        ("data", "python_sources"),
+        ("data", "token_files"),
         ("tokenizer", "bpe"),
         ("tokenizer", "hub"),
     ],
@@ -452,5 +455,5 @@ def test_yaml_defaults_match_the_dataclasses(group: str, option: str) -> None:
     registry = {"data": DATA, "tokenizer": TOKENIZER}[group]
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name=None, overrides=[f"+{group}={option}"])
-    typed = prepare_module.as_config(registry, cfg[group], group)
+    typed = registry.typed(cfg[group])
     assert typed == registry.entry(option).config_class()

@@ -140,11 +140,6 @@ def only_run_dir(root: Path, experiment: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> dict:
     """One process, global batch 16 (it also fills the shared data cache for the runs after)."""
     from tests.train_helpers import run_cli

@@ -12,18 +12,25 @@ import torch
 import torch.nn.functional as F
 
 from gpt5_ablate.config import ModelConfig
-from gpt5_ablate.model import GPT, ArchitectureConfig, KVCache, sample_next_token
-from gpt5_ablate.model.attention.gqa import GQAConfig
-from gpt5_ablate.model.attention.mha import MHAConfig
+from gpt5_ablate.model import (
+    ATTENTION,
+    GPT,
+    QK_NORM,
+    ArchitectureConfig,
+    KVCache,
+    sample_next_token,
+)
+from gpt5_ablate.model import POSITIONS as POSITION_REGISTRY
+from gpt5_ablate.model.attention.gqa import GQAConfig, MHAConfig
 from gpt5_ablate.model.attention.mla import MLAConfig
 from gpt5_ablate.model.ffn import GeluMLPConfig
 from gpt5_ablate.model.norms import NoQKNormConfig, QKRMSNormConfig
 from gpt5_ablate.model.positions import LearnedPositionsConfig, RopeConfig
 
-ATTENTIONS = ("mha", "gqa", "mla")
-NORMS = ("qk_rmsnorm", "none")
-POSITIONS = ("rope", "learned")
-FFNS = ("swiglu", "gelu")
+ATTENTIONS = tuple(ATTENTION.names())
+NORMS = tuple(QK_NORM.names())
+POSITIONS = tuple(POSITION_REGISTRY.names())
+FFNS = ("swiglu", "gelu")  # the dense FFNs (the ffn group's own tests cover the others)
 VOCAB = 97
 
 ALL_COMBOS = list(itertools.product(ATTENTIONS, NORMS, POSITIONS, FFNS))
@@ -117,7 +124,7 @@ def test_kv_cache_matches_full_forward(
 @pytest.mark.parametrize("pos", POSITIONS)
 @pytest.mark.parametrize("norm", NORMS)
 def test_gqa_with_all_kv_heads_equals_mha(make_gpt: MakeGPT, norm: str, pos: str) -> None:
-    d_model = 64
+    """``mha`` is GQA with n_kv_heads = n_heads: same parameters, same outputs."""
     mha = make_gpt("mha", norm, pos, "swiglu", seed=0, init_std=0.1)
     gqa = make_gpt(
         "gqa", norm, pos, "swiglu", seed=1, init_std=0.1, attention_kwargs={"n_kv_heads": 4}
@@ -125,18 +132,9 @@ def test_gqa_with_all_kv_heads_equals_mha(make_gpt: MakeGPT, norm: str, pos: str
     idx = _tokens(2, 16, seed=5)
     with torch.no_grad():
         assert (mha(idx)[0] - gqa(idx)[0]).abs().max() > 1e-3  # different weights so far
-
-    state: dict[str, torch.Tensor] = {}
-    for name, tensor in mha.state_dict().items():
-        if name.endswith("attn.qkv_proj.weight"):  # rows: q | k | v
-            prefix = name.removesuffix("qkv_proj.weight")
-            state[prefix + "q_proj.weight"] = tensor[:d_model]
-            state[prefix + "kv_proj.weight"] = tensor[d_model:]  # rows: k | v
-        else:
-            state[name] = tensor
-    gqa.load_state_dict(state, strict=True)
+    gqa.load_state_dict(mha.state_dict(), strict=True)
     with torch.no_grad():
-        torch.testing.assert_close(gqa(idx)[0], mha(idx)[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(gqa(idx)[0], mha(idx)[0], atol=0, rtol=0)
 
 
 def _rms_norm(x: torch.Tensor, gain: torch.Tensor, eps: float) -> torch.Tensor:
@@ -228,13 +226,9 @@ def test_mla_caches_only_latent_and_rope_key(make_gpt: MakeGPT, pos: str) -> Non
     seq_len = 7
     _, cache = _decode_in_chunks(model, _tokens(1, seq_len, seed=8), [2] + [1] * 5)
     per_layer = kv_lora_rank + (rope_dim if pos == "rope" else 0)
-    for layer in cache.layers:
-        assert layer.tensors["latent"].shape == (1, seq_len, kv_lora_rank)
-        if pos == "rope":
-            assert layer.tensors["k_rope"].shape == (1, seq_len, rope_dim)
-        else:
-            assert set(layer.tensors) == {"latent"}
-        assert sum(t.numel() for t in layer.tensors.values()) == per_layer * seq_len
+    for layer in cache.layers:  # one tensor: [latent | shared rope key] per token
+        assert set(layer.tensors) == {"ckv"}
+        assert layer.tensors["ckv"].shape == (1, seq_len, per_layer)
     assert model.kv_cache_bytes_per_token(torch.float32) == 4 * 2 * per_layer
 
 

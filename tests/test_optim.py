@@ -14,15 +14,19 @@ from torch import nn
 from gpt5_ablate.errors import ConfigError
 from gpt5_ablate.model import GPT
 from gpt5_ablate.optim import (
+    OPTIMIZER,
     AdamWConfig,
     Muon,
     MuonAdamWConfig,
     build_adamw,
     build_muon_adamw,
+    collect_param_hints,
     lr_multiplier,
     newton_schulz_orthogonalize,
+    restore_param_hints,
     split_parameters,
 )
+from gpt5_ablate.registry import ComponentConfig
 
 MakeGPT = Callable[..., GPT]
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -392,3 +396,209 @@ def test_overfits_one_batch(
     model = make_gpt(attention, norm, pos, ffn, vocab_size=OVERFIT_VOCAB, max_seq_len=16)
     steps = steps_to_overfit(model, optimizer)
     assert steps is not None, f"loss stayed above 20% of its start for {OVERFIT_MAX_STEPS} steps"
+
+
+# --- Muon: fused projections and the foreach path ------------------------------------------------
+
+
+def _block_param(blocks: tuple[int, ...], cols: int, seed: int) -> nn.Parameter:
+    p = nn.Parameter(_gaussian(sum(blocks), cols, seed=seed))
+    p.orthogonalize_blocks = blocks
+    return p
+
+
+@pytest.mark.parametrize("nesterov", [True, False], ids=["nesterov", "heavy_ball"])
+def test_muon_fused_blocks_equal_separate_parameters(nesterov: bool) -> None:
+    """A [q; k; v] weight with orthogonalize_blocks gets exactly the updates of three separate
+    parameters with the same gradients: same momentum, same per-shape LR scale."""
+    blocks, cols = (12, 4, 4), 6  # q is tall (scale sqrt(2)), k and v are wide (scale 1)
+    fused = _block_param(blocks, cols, seed=0)
+    separate = [nn.Parameter(t.clone()) for t in fused.detach().split(blocks)]
+    kwargs = dict(lr=0.05, momentum=0.9, nesterov=nesterov, weight_decay=0.1, ns_dtype="fp32")
+    opt_fused, opt_separate = Muon([fused], **kwargs), Muon(separate, **kwargs)
+    for step in range(3):
+        grad = _gaussian(sum(blocks), cols, seed=10 + step)
+        fused.grad = grad.clone()
+        for p, g in zip(separate, grad.split(blocks), strict=True):
+            p.grad = g.clone()
+        opt_fused.step()
+        opt_separate.step()
+    torch.testing.assert_close(
+        fused.detach(), torch.cat([p.detach() for p in separate]), atol=1e-7, rtol=0
+    )
+    # Orthogonalising the fused matrix whole would be a different update.
+    whole = nn.Parameter(_gaussian(sum(blocks), cols, seed=0))
+    opt_whole = Muon([whole], **kwargs)
+    for step in range(3):
+        whole.grad = _gaussian(sum(blocks), cols, seed=10 + step)
+        opt_whole.step()
+    assert (whole.detach() - fused.detach()).abs().max() > 1e-3
+
+
+def _plain_loop_muon(groups: list[dict], grads: list[list[torch.Tensor]], steps: int) -> None:
+    """The pre-foreach Muon written as a per-parameter loop, over matrix views: momentum per
+    parameter, then per group the views stacked by shape (first-seen order), one batched
+    Newton-Schulz, decay and update per parameter / view."""
+    buffers = {id(p): torch.zeros_like(p) for g in groups for p in g["params"]}
+    for step in range(steps):
+        for group, group_grads in zip(groups, grads[step], strict=True):
+            lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+            by_shape: dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+            for p, g in zip(group["params"], group_grads, strict=True):
+                if g is None:
+                    continue
+                buf = buffers[id(p)]
+                buf.mul_(mu).add_(g)
+                update = g.add(buf, alpha=mu) if group["nesterov"] else buf
+                blocks = getattr(p, "orthogonalize_blocks", None) or (p.size(-2),)
+                with torch.no_grad():
+                    p.mul_(1 - lr * wd)
+                batch_p = p.detach().unbind(0) if p.ndim == 3 else (p.detach(),)
+                batch_u = update.unbind(0) if p.ndim == 3 else (update,)
+                for pm, um in zip(batch_p, batch_u, strict=True):
+                    for pv, uv in zip(pm.split(blocks), um.split(blocks), strict=True):
+                        by_shape.setdefault(tuple(uv.shape), []).append((pv, uv))
+            for (rows, cols), pairs in by_shape.items():
+                ortho = newton_schulz_orthogonalize(
+                    torch.stack([u for _, u in pairs]), dtype=torch.float32
+                )
+                scale = max(1.0, rows / cols) ** 0.5
+                for (pv, _), o in zip(pairs, ortho, strict=True):
+                    pv.add_(o, alpha=-lr * scale)
+
+
+def test_muon_step_equals_plain_loop_exactly() -> None:
+    """The foreach / preallocated-buffer step changes nothing on CPU: bitwise the same weights
+    as the plain loop, over groups, shapes, fused blocks, 3-D batches and a missing gradient."""
+    shapes_and_blocks = [((8, 4), None), ((8, 4), None), ((12, 6), (4, 8)), ((3, 8, 4), None),
+                         ((4, 8), None), ((6, 6), None)]  # fmt: skip
+    settings = [dict(lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.1),
+                dict(lr=0.01, momentum=0.9, nesterov=False, weight_decay=0.0)]  # fmt: skip
+
+    def make() -> list[nn.Parameter]:
+        params = []
+        for i, (shape, blocks) in enumerate(shapes_and_blocks):
+            p = nn.Parameter(_gaussian(*shape, seed=i))
+            if blocks:
+                p.orthogonalize_blocks = blocks
+            params.append(p)
+        return params
+
+    steps = 3
+    grads = [
+        [
+            [_gaussian(*shape, seed=100 * s + i) for i, (shape, _) in enumerate(shapes_and_blocks[:4])],
+            [None] + [_gaussian(*shape, seed=100 * s + 50 + i) for i, (shape, _) in enumerate(shapes_and_blocks[5:])],
+        ]
+        for s in range(steps)
+    ]  # fmt: skip
+    ours, reference = make(), make()
+    group_params = lambda ps: [ps[:4], ps[4:]]  # noqa: E731
+    opt = Muon(
+        [{"params": g, **s} for g, s in zip(group_params(ours), settings, strict=True)],
+        ns_dtype="fp32",
+    )
+    for s in range(steps):
+        for params, gs in zip(group_params(ours), grads[s], strict=True):
+            for p, g in zip(params, gs, strict=True):
+                p.grad = None if g is None else g.clone()
+        opt.step()
+    _plain_loop_muon(
+        [{"params": g, **s} for g, s in zip(group_params(reference), settings, strict=True)],
+        grads,
+        steps,
+    )
+    for a, b in zip(ours, reference, strict=True):
+        assert torch.equal(a.detach(), b.detach())
+
+
+def test_muon_rejects_bad_blocks() -> None:
+    p = _muon_param(6, 4)
+    p.orthogonalize_blocks = (2, 3)
+    with pytest.raises(ValueError, match=r"orthogonalize_blocks=\(2, 3\).*6 rows"):
+        Muon([p])
+    with pytest.raises(ValueError, match="2-D"):
+        Muon([nn.Parameter(torch.zeros(2, 2, 2, 2))])
+
+
+def test_muon_public_helpers() -> None:
+    fused = _block_param((4, 2, 2), 6, seed=0)
+    experts = nn.Parameter(_gaussian(3, 2, 6, seed=1))
+    opt = Muon([fused, experts, _muon_param(4, 6)], ns_dtype="auto")
+    assert opt.matrix_shapes() == {(4, 6): 2, (2, 6): 5}
+    assert opt.ns_dtype_for(fused) == torch.float32  # auto on CPU
+    assert opt._ns_dtype(fused) == torch.float32  # the old private name still works
+    assert Muon([_muon_param(2, 2)], ns_dtype="bf16").ns_dtype_for(fused) == torch.bfloat16
+
+
+def test_muon_never_compiles_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_compile(*args: object, **kwargs: object) -> None:
+        raise AssertionError("torch.compile called on CPU")
+
+    monkeypatch.setattr(torch, "compile", no_compile)
+    p = _muon_param(8, 4)
+    p.grad = _gaussian(8, 4, seed=1)
+    Muon([p], compile_ns=True).step()
+
+
+def test_muon_compile_failure_falls_back_to_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where compiling is attempted (CUDA), a failing compile warns once and runs eagerly."""
+    calls = []
+
+    def broken_compile(fn: object, **kwargs: object) -> Callable[..., torch.Tensor]:
+        def run(*args: object, **kw: object) -> torch.Tensor:
+            calls.append(1)
+            raise RuntimeError("inductor exploded")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    opt = Muon([_muon_param(8, 4)], ns_dtype="fp32")
+    monkeypatch.setattr(opt, "_compile_wanted", lambda stack: not opt._compile_failed)
+    stack = _gaussian(2, 8, 4, seed=3)
+    with pytest.warns(RuntimeWarning, match="inductor exploded"):
+        out = opt.orthogonalize(stack)
+    assert torch.equal(out, newton_schulz_orthogonalize(stack, dtype=torch.float32))
+    opt.orthogonalize(stack)  # no second attempt, no second warning
+    assert calls == [1]
+
+
+# --- optimizer hints and the option contract ----------------------------------------------------
+
+
+def test_optimizer_hint_overrides_the_default_rule(make_gpt: MakeGPT) -> None:
+    model = make_gpt("gqa", "qk_rmsnorm", "rope", "swiglu")
+    to_adamw = model.blocks[0].ffn.up_proj.weight
+    to_adamw.optimizer_hint = "adamw"
+    split = split_parameters(model)
+    assert id(to_adamw) in _ids(split.embeddings_and_head)
+    assert id(to_adamw) not in _ids(split.hidden_matrices)
+    to_adamw.optimizer_hint = "sgd"
+    with pytest.raises(ValueError, match="optimizer_hint='sgd'"):
+        split_parameters(model)
+
+
+def test_param_hints_survive_a_parameter_swap(make_gpt: MakeGPT) -> None:
+    """What FSDP2's fully_shard does to parameters (new objects, attributes lost), undone."""
+    model = make_gpt("gqa", "qk_rmsnorm", "rope", "swiglu")
+    kv = model.blocks[0].attn.kv_proj
+    kv.weight.orthogonalize_blocks = (32, 32)
+    hints = collect_param_hints(model)
+    assert hints["blocks.0.attn.kv_proj.weight"] == {"orthogonalize_blocks": (32, 32)}
+    kv.weight = nn.Parameter(kv.weight.detach().clone())
+    assert not hasattr(kv.weight, "orthogonalize_blocks")
+    restore_param_hints(model, hints)
+    assert kv.weight.orthogonalize_blocks == (32, 32)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZER.names()))
+def test_optimizer_options_follow_the_contract(make_gpt: MakeGPT, name: str) -> None:
+    cfg = OPTIMIZER.entry(name).config_class()
+    assert isinstance(cfg, ComponentConfig) and cfg.name == name
+    model = make_gpt("gqa", "qk_rmsnorm", "rope", "swiglu")
+    cfg.validate(model)
+    cfg.validate()
+    optimizers = OPTIMIZER.get(name)(cfg, model)
+    covered = [id(p) for opt in optimizers for g in opt.param_groups for p in g["params"]]
+    assert len(covered) == len(set(covered))
+    assert set(covered) == {id(p) for p in model.parameters()}

@@ -25,10 +25,13 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
-import gpt5_ablate.train.loop as loop
 from gpt5_ablate.cli import REPO_ROOT
+from gpt5_ablate.errors import NonFiniteLossError
 from gpt5_ablate.train import checkpoint as ckpt
-from gpt5_ablate.train.loop import NonFiniteLossError, TrainResult, train
+from gpt5_ablate.train import trainer as trainer_module
+from gpt5_ablate.train.loop import train
+from gpt5_ablate.train.records import TrainResult
+from gpt5_ablate.train.tracking import RUN_ID_FILE
 from tests.train_helpers import TINY_OVERRIDES, compose_config
 
 TOTAL_STEPS = 40
@@ -169,11 +172,6 @@ def assert_same_history(got: dict[str, Any], expected: dict[str, Any]) -> None:
 # Fixtures
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
-
 @pytest.fixture
 def one_thread() -> Iterator[None]:
     before = torch.get_num_threads()
@@ -230,7 +228,7 @@ def test_sigkill_then_rerun_resumes_into_the_same_run_bit_identically(
         run_dir = only_run_dir(tmp_path, "killed")
         if run_dir is None or latest_step(run_dir) == 0:
             return False
-        run_id = json.loads((run_dir / loop.RUN_ID_FILE).read_text())["run_id"]
+        run_id = json.loads((run_dir / RUN_ID_FILE).read_text())["run_id"]
         in_store = MlflowClient(uri).get_metric_history(run_id, "train/loss")
         return max((m.step for m in in_store), default=0) > latest_step(run_dir)
 
@@ -330,7 +328,7 @@ NAN_OVERRIDES = [
 
 def nan_losses_at(monkeypatch: pytest.MonkeyPatch, steps: set[int]) -> None:
     """Make the training loss NaN at the given (1-based) steps, gradients untouched."""
-    original = loop.accumulate_gradients
+    original = trainer_module.accumulate_gradients
     calls = {"n": 0}
 
     def patched(*args: Any, **kwargs: Any) -> torch.Tensor:
@@ -338,7 +336,7 @@ def nan_losses_at(monkeypatch: pytest.MonkeyPatch, steps: set[int]) -> None:
         calls["n"] += 1
         return torch.full_like(loss, math.nan) if calls["n"] in steps else loss
 
-    monkeypatch.setattr(loop, "accumulate_gradients", patched)
+    monkeypatch.setattr(trainer_module, "accumulate_gradients", patched)
 
 
 def assert_checkpoint_is_finite(checkpoint: Path) -> None:

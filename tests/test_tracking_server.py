@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 
 from gpt5_ablate.data import prepare_data
-from gpt5_ablate.train.loop import RUN_ID_FILE, make_plan
+from gpt5_ablate.train.plan import make_plan
+from gpt5_ablate.train.tracking import RUN_ID_FILE
 from tests.test_reliability import finish, only_run_dir, start_cli, wait_until
 from tests.train_helpers import TINY_OVERRIDES, compose_config
 
@@ -108,11 +109,6 @@ class MlflowServer:
         )
         with urllib.request.urlopen(request) as response:
             return json.load(response)
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cache")
 
 
 @pytest.fixture(scope="module")

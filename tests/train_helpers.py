@@ -13,24 +13,8 @@ from omegaconf import DictConfig
 import gpt5_ablate.cli  # noqa: F401  (registers every schema and the hash resolver)
 from gpt5_ablate.cli import CONFIG_DIR, REPO_ROOT
 
-# Small enough for seconds per run on 2 CPU cores, big enough to learn something.
-TINY_OVERRIDES = [
-    "data.max_docs=120",
-    "tokenizer.vocab_size=512",
-    "model.n_layers=2",
-    "model.d_model=64",
-    "model.max_seq_len=64",
-    "trainer.micro_batch_size=8",
-    "trainer.max_steps=40",
-    "trainer.warmup_steps=5",
-    "trainer.eval_every=20",
-    "trainer.eval_tokens=4096",
-    "trainer.log_every=5",
-    "trainer.checkpoint_every=20",
-    "trainer.num_samples=1",
-    "trainer.sample_tokens=8",
-    "trainer.progress=false",
-]
+# conf/debug/tiny.yaml: seconds per run on 2 CPU cores, big enough to learn something.
+TINY_OVERRIDES = ["+debug=tiny"]
 
 
 def compose_config(overrides: list[str], cache_dir: Path, tracking_uri: str) -> DictConfig:

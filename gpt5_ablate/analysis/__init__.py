@@ -2,17 +2,29 @@
 
 * :mod:`~gpt5_ablate.analysis.load` – ``load_experiment`` / ``load_runs`` (one row per run and a
   long metric-history table, via the MLflow API);
-* :mod:`~gpt5_ablate.analysis.stats` – t-intervals, paired factor effects, verdicts, LR selection;
-* :mod:`~gpt5_ablate.analysis.plots` – the figures (PNG + SVG);
-* :mod:`~gpt5_ablate.analysis.markdown` – ``write_report`` (used by ``python -m gpt5_ablate.report``).
+* :mod:`~gpt5_ablate.analysis.select` – which runs a report compares (sweep, phase, budgets,
+  the unigram plateau);
+* :mod:`~gpt5_ablate.analysis.stats` – intervals, pairs, per-arm summaries, LR selection;
+* :mod:`~gpt5_ablate.analysis.design` – the factorial linear model (statsmodels);
+* :mod:`~gpt5_ablate.analysis.verdict` – Holm, equivalence tests, interactions, per-factor
+  outcomes; :mod:`~gpt5_ablate.analysis.power` – detectable effects and seeds needed;
+* :mod:`~gpt5_ablate.analysis.docboot` – the document-level bootstrap of evaluation noise;
+* :mod:`~gpt5_ablate.analysis.evidence` – the cited public-evidence table
+  (``public_evidence.yaml``) and the judgement rule;
+* :mod:`~gpt5_ablate.analysis.lr_grid` – best LR per arm, interior or edge, next grid point;
+* :mod:`~gpt5_ablate.analysis.compute` – compute multipliers across model sizes;
+* :mod:`~gpt5_ablate.analysis.pipeline` – ``analyse`` (all of the above for one experiment) and
+  the three-column ``verdict_frame``;
+* :mod:`~gpt5_ablate.analysis.plots`, :mod:`~gpt5_ablate.analysis.plots_arms` – the figures;
+* :mod:`~gpt5_ablate.analysis.sections`, :mod:`~gpt5_ablate.analysis.markdown` – the report text
+  and ``write_report`` (used by ``python -m gpt5_ablate.report``).
 """
 
 from gpt5_ablate.analysis.load import ExperimentData, load_experiment, load_runs
+from gpt5_ablate.analysis.pipeline import Analysis, ReportSettings, analyse, verdict_frame
 from gpt5_ablate.analysis.stats import (
     FACTORS,
     Interval,
-    factor_effect,
-    factor_verdicts,
     mean_ci,
     paired_differences,
     select_best_lr,
@@ -21,14 +33,16 @@ from gpt5_ablate.analysis.stats import (
 
 __all__ = [
     "FACTORS",
+    "Analysis",
     "ExperimentData",
     "Interval",
-    "factor_effect",
-    "factor_verdicts",
+    "ReportSettings",
+    "analyse",
     "load_experiment",
     "load_runs",
     "mean_ci",
     "paired_differences",
     "select_best_lr",
     "t_quantile",
+    "verdict_frame",
 ]

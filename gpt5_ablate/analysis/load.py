@@ -2,14 +2,22 @@
 
 Two tables come out:
 
-* ``runs`` – one row per run: factor levels, seed, lr_scale, model size and compute, and the best
-  and final validation metrics;
+* ``runs`` – one row per run: factor levels, seed, lr_scale, phase, sweep, model size, compute,
+  budget, the unigram baseline, and the best and final validation metrics;
 * ``history`` – a long table with one row per (run, metric, step), including the tokens seen and
   the wall-clock time at that step, for learning curves.
 
 Everything goes through MLflow's public API (``mlflow.search_runs`` and
 ``MlflowClient.get_metric_history``), so any tracking backend works: SQLite, a file store or a
 tracking server. The column conventions are those the training loop logs (see the project README).
+
+Final validation loss: runs log ``final/val_loss``, one pass over the ENTIRE validation split,
+at the end; that is ``full_val_loss``. The periodic ``val/loss`` evaluations use a fixed seeded
+sample of validation blocks; the last of them is ``last_val_loss``. ``final_val_loss`` is the
+full-split value where the run logged one and the last periodic value otherwise (older runs), and
+``final_val_loss_source`` says which. Factors added after a run was logged read as the level
+the run implicitly used (``window=all_full``, ``sinks=none``), and an untagged ``phase`` as
+``report``.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -25,7 +34,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
-from gpt5_ablate.analysis.stats import FACTORS, varied_factors
+from gpt5_ablate.analysis.stats import FACTORS, LEGACY_DEFAULTS, varied_factors
 from gpt5_ablate.errors import InputError
 
 DEFAULT_EXPERIMENT = "gpt5_ablate"
@@ -48,10 +57,25 @@ TOKENS_METRIC = "train/tokens_seen"
 NUMERIC_PARAMS: dict[str, str] = {
     "n_params": "n_params",
     "n_params_non_embedding": "n_params_non_embedding",
+    "n_params_active": "n_params_active",
     "flops_per_token": "flops_per_token",
     "kv_cache_bytes_per_token": "kv_cache_bytes_per_token",
     "tokens_per_step": "tokens_per_step",
+    "total_steps": "total_steps",
+    "trainer.max_steps": "max_steps",
     "trainer.max_tokens": "max_tokens",
+    "optimizer.lr": "lr",
+    "tokenizer.vocab_size": "vocab_size",
+    "unigram_val_loss": "unigram_val_loss",
+    "data.val_train_overlap_32": "val_train_overlap_32",
+}
+
+#: End-of-run metrics over the whole validation split (read from the run's latest values).
+FULL_SPLIT_METRICS: dict[str, str] = {
+    "final/val_loss": "full_val_loss",
+    "final/val_accuracy": "full_val_accuracy",
+    "final/val_perplexity": "full_val_perplexity",
+    "final/val_tokens": "full_val_tokens",
 }
 
 HISTORY_COLUMNS: tuple[str, ...] = (
@@ -91,6 +115,17 @@ def _tracking_uri(uri: str) -> Iterator[None]:
         mlflow.set_tracking_uri(previous)
 
 
+def check_store(tracking_uri: str) -> None:
+    """A SQLite store that does not exist is an error (opening it would create an empty one)."""
+    if tracking_uri.startswith("sqlite:///"):
+        path = Path(tracking_uri.removeprefix("sqlite:///")).expanduser()
+        if not path.is_file():
+            raise InputError(
+                f"There is no MLflow store at {path} (tracking.uri={tracking_uri}); pass the "
+                "tracking.uri the runs were logged to."
+            )
+
+
 def search_runs(
     experiment: str = DEFAULT_EXPERIMENT,
     tracking_uri: str = DEFAULT_TRACKING_URI,
@@ -101,6 +136,7 @@ def search_runs(
     Only FINISHED runs are kept unless ``include_unfinished``: a crashed or killed run stops
     early and would bias every comparison towards whatever arm crashed least.
     """
+    check_store(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
     if client.get_experiment_by_name(experiment) is None:
         names = sorted(e.name for e in client.search_experiments(view_type=ViewType.ALL))
@@ -248,11 +284,15 @@ def _build_runs_table(raw: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFram
             "experiment_name": _column(raw, "tags.experiment_name"),
             "sweep_id": _column(raw, "tags.sweep_id"),
             "git_commit": _column(raw, "tags.git_commit"),
+            "phase": _column(raw, "tags.phase").fillna("report"),
             "model": _tag_or_param(raw, "model", "model.name"),
+            "data": _column(raw, "params.data.name"),
         }
     )
     for factor in FACTORS:
         runs[factor] = _tag_or_param(raw, factor, f"{factor}.name")
+        if factor in LEGACY_DEFAULTS:
+            runs[factor] = runs[factor].fillna(LEGACY_DEFAULTS[factor])
     runs["seed"] = pd.to_numeric(_tag_or_param(raw, "seed", "seed"), errors="coerce").astype(
         "Int64"
     )
@@ -266,9 +306,21 @@ def _build_runs_table(raw: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFram
     summaries = [_summarize_run(by_run.get(run_id)) for run_id in runs["run_id"]]
     summary = pd.DataFrame(summaries, index=runs.index)
     runs = pd.concat([runs, summary], axis=1)
+    for metric, column in FULL_SPLIT_METRICS.items():
+        runs[column] = pd.to_numeric(_column(raw, f"metrics.{metric}"), errors="coerce")
+    runs["last_val_loss"] = runs["final_val_loss"]
+    full = runs["full_val_loss"].notna()
+    runs["final_val_loss"] = runs["full_val_loss"].where(full, runs["last_val_loss"])
+    runs["final_val_loss_source"] = np.where(full, "full split", "last periodic eval")
+    full_ppl = runs["full_val_perplexity"].fillna(np.exp(runs["full_val_loss"]))
+    runs["final_val_perplexity"] = full_ppl.where(full, runs["final_val_perplexity"])
+    runs["final_val_accuracy"] = runs["full_val_accuracy"].fillna(runs["final_val_accuracy"])
 
+    # Budget: planned steps x tokens per step; runs without total_steps use the steps they logged.
+    steps = runs["total_steps"].fillna(runs["final_step"])
     runs["tokens_seen"] = runs["final_step"] * runs["tokens_per_step"]
     runs["tokens_seen"] = runs["tokens_seen"].fillna(summary["logged_tokens_seen"])
+    runs["budget_tokens"] = (steps * runs["tokens_per_step"]).fillna(runs["tokens_seen"])
     runs = runs.drop(columns="logged_tokens_seen")
     runs["train_flops"] = runs["tokens_seen"] * runs["flops_per_token"]
     # Runs that never logged elapsed time still have MLflow's own start/end timestamps.

@@ -1,117 +1,52 @@
-"""Small-sample statistics for ablation verdicts: t-intervals, paired factor effects, LR selection.
+"""Descriptive statistics on the one-row-per-run table: intervals, pairs, arms, LR selection.
 
-Everything here works on the one-row-per-run table produced by :mod:`gpt5_ablate.analysis.load`
-(or any DataFrame with the same columns), so the functions can be tested on hand-built tables.
+Everything here works on the table produced by :mod:`gpt5_ablate.analysis.load` (or any
+DataFrame with the same columns), so it can be tested on hand-built tables. The inferential
+statistics behind the verdict (the linear model, Holm, equivalence tests, power) live in
+:mod:`~gpt5_ablate.analysis.design` and :mod:`~gpt5_ablate.analysis.verdict`.
 
 Conventions:
 
 * An *effect* of choosing level ``a`` over level ``b`` is ``metric(a) - metric(b)``; for a loss,
   negative means ``a`` is better.
-* Intervals are two-sided Student-t intervals over independent replicates (seeds, or matched
-  pairs of runs). With a single replicate there is no interval; that is reported, not hidden.
+* Intervals are two-sided Student-t intervals (quantiles from ``scipy.stats.t``).
+* An arm's interval over seeds needs at least :data:`MIN_SEEDS_FOR_CI` seeds; with fewer, tables
+  list the seeds' values instead of an interval (a t-interval on two values has t(0.975, 1) =
+  12.7 and routinely spans impossible, negative losses).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats as scipy_stats
 
-#: The design factors a run's tags record; an arm is one combination of their levels.
-FACTORS: tuple[str, ...] = ("attention", "optimizer", "norm", "pos", "ffn")
+from gpt5_ablate.factors import FACTORS as TRAINING_FACTORS
+
+#: Factors added after the first runs were logged, with the level those runs implicitly used.
+LEGACY_DEFAULTS: dict[str, str] = {"window": "all_full", "sinks": "none"}
+
+#: The design factors the analysis knows: the training side's, plus the newer ones above
+#: (absent on old runs, where they read as their default level).
+FACTORS: tuple[str, ...] = tuple(TRAINING_FACTORS) + tuple(
+    f for f in LEGACY_DEFAULTS if f not in TRAINING_FACTORS
+)
 
 #: Columns besides the factors that must match for two runs to count as a pair. ``model`` is
 #: included so runs of different size presets are never compared as if they were replicates.
 PAIRING_CONTEXT: tuple[str, ...] = ("model", "seed")
 
-
-# --------------------------------------------------------------------------------------------
-# Student-t quantiles
-# --------------------------------------------------------------------------------------------
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction for the regularized incomplete beta function (modified Lentz method)."""
-    tiny = 1e-300
-    c = 1.0
-    d = 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    result = d
-    for m in range(1, 500):
-        # Each iteration applies the even then the odd term of the fraction.
-        for numerator in (
-            m * (b - m) * x / ((a + 2 * m - 1.0) * (a + 2 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1.0)),
-        ):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            step = c * d
-            result *= step
-        if abs(step - 1.0) < 1e-15:
-            break
-    return result
-
-
-def _regularized_beta(a: float, b: float, x: float) -> float:
-    """I_x(a, b), the regularized incomplete beta function."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = (
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    )
-    # The fraction converges fast only on one side of the mean; use the symmetry otherwise.
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _betacf(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
-
-
-def _t_cdf(t: float, df: float) -> float:
-    """CDF of Student's t distribution with ``df`` (possibly fractional) degrees of freedom."""
-    tail = 0.5 * _regularized_beta(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t >= 0 else tail
-
-
-def t_quantile_fallback(p: float, df: float) -> float:
-    """Student-t quantile by bisection on the CDF; used when scipy is not importable."""
-    if not 0.0 < p < 1.0:
-        raise ValueError(f"p={p} must be within (0, 1)")
-    if df <= 0:
-        raise ValueError(f"df={df} must be positive")
-    if p < 0.5:
-        return -t_quantile_fallback(1.0 - p, df)
-    low, high = 0.0, 1.0
-    while _t_cdf(high, df) < p:
-        high *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (low + high)
-        if _t_cdf(mid, df) < p:
-            low = mid
-        else:
-            high = mid
-        if high - low < 1e-12 * max(1.0, high):
-            break
-    return 0.5 * (low + high)
+#: Fewest seeds for which an arm's mean gets a t-interval.
+MIN_SEEDS_FOR_CI = 3
 
 
 def t_quantile(p: float, df: float) -> float:
-    """Student-t quantile: scipy's when available (it is a transitive dependency), else ours."""
-    try:
-        from scipy.stats import t as student_t
-    except ImportError:  # pragma: no cover - exercised through t_quantile_fallback in tests
-        return t_quantile_fallback(p, df)
-    return float(student_t.ppf(p, df))
-
-
-# --------------------------------------------------------------------------------------------
-# Intervals
-# --------------------------------------------------------------------------------------------
+    """Student-t quantile (``scipy.stats.t.ppf``)."""
+    return float(scipy_stats.t.ppf(p, df))
 
 
 @dataclass(frozen=True)
@@ -152,9 +87,14 @@ class Interval:
         )
 
 
+def _clean(values: Iterable[float]) -> np.ndarray:
+    data = np.asarray([v for v in values if v is not None], dtype=float)
+    return data[~np.isnan(data)]
+
+
 def mean_ci(values: Iterable[float], level: float = 0.95) -> Interval:
     """Mean and t-interval ``mean ± t_{(1+level)/2, n-1} · sd / sqrt(n)`` (sd with ddof=1)."""
-    data = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    data = _clean(values)
     n = int(data.size)
     if n == 0:
         return Interval(math.nan, math.nan, 0, level=level)
@@ -168,9 +108,7 @@ def mean_ci(values: Iterable[float], level: float = 0.95) -> Interval:
 
 def welch_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> Interval:
     """Interval for ``mean(a) - mean(b)`` with unequal variances (Welch–Satterthwaite df)."""
-    xa = np.asarray(a, dtype=float)
-    xb = np.asarray(b, dtype=float)
-    xa, xb = xa[~np.isnan(xa)], xb[~np.isnan(xb)]
+    xa, xb = _clean(a), _clean(b)
     n = int(min(xa.size, xb.size))
     if xa.size == 0 or xb.size == 0:
         return Interval(math.nan, math.nan, 0, level=level)
@@ -182,12 +120,11 @@ def welch_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> Int
     if se == 0:
         return Interval(diff, 0.0, n, sd=0.0, df=math.inf, level=level)
     df = (va + vb) ** 2 / (va**2 / (xa.size - 1) + vb**2 / (xb.size - 1))
-    half = t_quantile(0.5 + level / 2.0, df) * se
-    return Interval(diff, half, n, sd=se, df=df, level=level)
+    return Interval(diff, t_quantile(0.5 + level / 2.0, df) * se, n, sd=se, df=df, level=level)
 
 
 # --------------------------------------------------------------------------------------------
-# Factors and arms
+# Factors, pairs and marginal means
 # --------------------------------------------------------------------------------------------
 
 
@@ -221,52 +158,16 @@ def paired_differences(
     """
     keys = _context_columns(runs, factor, factors)
     subset = runs[runs[factor].isin([level, reference])].dropna(subset=[metric])
+    empty = pd.DataFrame(columns=[*keys, level, reference, "diff"])
     if subset.empty:
-        return pd.DataFrame(columns=[*keys, level, reference, "diff"])
+        return empty
     # dropna=False keeps groups where a context column is missing (e.g. an untagged ffn).
     cells = subset.groupby([*keys, factor], dropna=False)[metric].mean().unstack(factor)
     if level not in cells.columns or reference not in cells.columns:
-        return pd.DataFrame(columns=[*keys, level, reference, "diff"])
+        return empty
     pairs = cells[[level, reference]].dropna().reset_index()
     pairs["diff"] = pairs[level] - pairs[reference]
     return pairs
-
-
-@dataclass(frozen=True)
-class Effect:
-    """Effect on ``metric`` of choosing ``level`` instead of ``reference`` (level − reference)."""
-
-    factor: str
-    level: str
-    reference: str
-    interval: Interval
-    method: str  # "paired" or "unpaired (Welch)"
-    n_pairs: int
-
-
-def factor_effect(
-    runs: pd.DataFrame,
-    factor: str,
-    level: str,
-    reference: str,
-    metric: str = "final_val_loss",
-    level_ci: float = 0.95,
-    factors: Sequence[str] = FACTORS,
-) -> Effect:
-    """Paired effect when matched runs exist, otherwise an unpaired Welch interval."""
-    pairs = paired_differences(runs, factor, level, reference, metric, factors)
-    if len(pairs) > 0:
-        interval = mean_ci(pairs["diff"].astype(float), level_ci)
-        return Effect(factor, level, reference, interval, "paired", len(pairs))
-    # No design match (e.g. a hand-assembled set of runs): compare the level means directly.
-    a = runs.loc[runs[factor] == level, metric].astype(float)
-    b = runs.loc[runs[factor] == reference, metric].astype(float)
-    return Effect(factor, level, reference, welch_ci(a, b, level_ci), "unpaired (Welch)", 0)
-
-
-def level_means(runs: pd.DataFrame, factor: str, metric: str = "final_val_loss") -> pd.Series:
-    """Mean of ``metric`` per level (over all other factors and seeds), ascending."""
-    return runs.groupby(factor)[metric].mean().sort_values()
 
 
 def main_effects(
@@ -275,26 +176,29 @@ def main_effects(
     factors: Sequence[str] | None = None,
     level_ci: float = 0.95,
 ) -> pd.DataFrame:
-    """Marginal mean of ``metric`` per factor level, averaged over the other factors.
+    """Marginal mean of ``metric`` per factor level, averaged over the other factors and seeds.
 
-    Within each seed the runs at a level are averaged first, so the interval is over seeds
-    (the replicate unit) rather than over the spread the other factors induce.
+    Within each seed the runs at a level are averaged first, so an interval (only with at least
+    :data:`MIN_SEEDS_FOR_CI` seeds) is over seeds, the replicate unit. The report's model-based
+    marginal means (:mod:`~gpt5_ablate.analysis.design`) replace this where a model was fitted.
     """
     factors = varied_factors(runs) if factors is None else list(factors)
     rows: list[dict[str, object]] = []
-    replicate = "seed" if "seed" in runs.columns else None
     for factor in factors:
         for level in factor_levels(runs, factor):
             at_level = runs[runs[factor] == level]
-            per_seed = at_level.groupby(replicate)[metric].mean() if replicate else at_level[metric]
+            per_seed = (
+                at_level.groupby("seed")[metric].mean() if "seed" in runs else at_level[metric]
+            )
             interval = mean_ci(per_seed.astype(float), level_ci)
+            wide = interval.n < MIN_SEEDS_FOR_CI
             rows.append(
                 {
                     "factor": factor,
                     "level": level,
                     "mean": interval.mean,
-                    "ci_low": interval.low,
-                    "ci_high": interval.high,
+                    "ci_low": math.nan if wide else interval.low,
+                    "ci_high": math.nan if wide else interval.high,
                     "n_seeds": interval.n,
                     "n_runs": len(at_level),
                 }
@@ -314,109 +218,6 @@ def interaction_table(
     grand = float(np.nanmean(cells.to_numpy()))
     residual = cells.sub(cells.mean(axis=1), axis=0).sub(cells.mean(axis=0), axis=1).add(grand)
     return cells, residual
-
-
-# --------------------------------------------------------------------------------------------
-# Verdicts
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class FactorVerdict:
-    """What the runs say about one factor: the better level and how sure we are."""
-
-    factor: str
-    levels: list[str]
-    better_level: str
-    #: One effect per other level, each ``metric(better) − metric(other)`` (negative = better).
-    comparisons: list[Effect] = field(default_factory=list)
-
-    @property
-    def ci_status(self) -> str:
-        """``yes`` if every comparison's CI excludes zero in favour of the better level."""
-        wins = [e.interval.has_ci and e.interval.high < 0 for e in self.comparisons]
-        if all(wins):
-            return "yes"
-        return "partly" if any(wins) else "no"
-
-    @property
-    def gpt5_choice(self) -> str:
-        """The level these runs support, derived only from the intervals above."""
-        if any(not e.interval.has_ci for e in self.comparisons):
-            return f"inconclusive: too few matched seeds for a CI (leans {self.better_level})"
-        status = self.ci_status
-        if status == "yes":
-            return f"{self.better_level} (95% CI excludes 0 against every alternative)"
-        if status == "no":
-            return f"inconclusive at this scale (leans {self.better_level}; CI includes 0)"
-        ties = [e.reference for e in self.comparisons if not e.interval.high < 0]
-        beaten = [e.reference for e in self.comparisons if e.interval.high < 0]
-        return (
-            f"{' or '.join([self.better_level, *ties])} ({self.better_level} beats "
-            f"{', '.join(beaten)}; vs {', '.join(ties)} inconclusive)"
-        )
-
-
-def factor_verdicts(
-    runs: pd.DataFrame,
-    metric: str = "final_val_loss",
-    factors: Sequence[str] | None = None,
-    level_ci: float = 0.95,
-) -> list[FactorVerdict]:
-    """One verdict per varied factor: best level by mean, compared with each other level."""
-    factors = varied_factors(runs) if factors is None else list(factors)
-    verdicts: list[FactorVerdict] = []
-    for factor in factors:
-        means = level_means(runs, factor, metric)
-        best = str(means.index[0])
-        comparisons = [
-            factor_effect(runs, factor, best, str(other), metric, level_ci)
-            for other in means.index[1:]
-        ]
-        verdicts.append(FactorVerdict(factor, factor_levels(runs, factor), best, comparisons))
-    return verdicts
-
-
-def verdicts_frame(verdicts: Sequence[FactorVerdict]) -> pd.DataFrame:
-    """One row per factor with the comparisons formatted as text (for tables and notebooks)."""
-    rows = []
-    for v in verdicts:
-        rows.append(
-            {
-                "factor": v.factor,
-                "levels": ", ".join(v.levels),
-                "better_level": v.better_level,
-                "effect_vs_others": "; ".join(
-                    f"vs {e.reference}: {e.interval.format(signed=True)}" for e in v.comparisons
-                ),
-                "n_pairs": ", ".join(str(e.n_pairs or e.interval.n) for e in v.comparisons),
-                "method": ", ".join(sorted({e.method for e in v.comparisons})),
-                "ci_excludes_zero": v.ci_status,
-                "gpt5_choice": v.gpt5_choice,
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def comparisons_frame(verdicts: Sequence[FactorVerdict]) -> pd.DataFrame:
-    """One numeric row per (factor, better level vs other level) comparison."""
-    rows = []
-    for v in verdicts:
-        for e in v.comparisons:
-            rows.append(
-                {
-                    "factor": v.factor,
-                    "better_level": e.level,
-                    "other_level": e.reference,
-                    "effect": e.interval.mean,
-                    "ci_low": e.interval.low,
-                    "ci_high": e.interval.high,
-                    "n": e.interval.n,
-                    "method": e.method,
-                    "ci_excludes_zero": e.interval.excludes_zero,
-                }
-            )
-    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------------------------
@@ -461,25 +262,30 @@ def select_best_lr(
     return LrSelection(kept, table, swept=True)
 
 
-def arm_summary(runs: pd.DataFrame, level_ci: float = 0.95) -> pd.DataFrame:
-    """One row per arm: size, compute, KV cache and final metrics with CIs over seeds."""
+def arm_summary(runs: pd.DataFrame, metric: str = "loss", level_ci: float = 0.95) -> pd.DataFrame:
+    """One row per arm: size, compute, KV cache and ``metric`` over seeds (columns ``loss*``).
+
+    The loss interval needs :data:`MIN_SEEDS_FOR_CI` seeds (else NaN, and ``seed_values`` lists
+    the values); its lower end is clipped at 0, as a cross-entropy cannot be negative.
+    Perplexity is exp(loss): its interval is the loss interval mapped through exp, which stays
+    positive, unlike a t-interval on perplexities themselves.
+    """
     rows = []
     for arm, group in runs.groupby("arm", sort=False):
-        loss = mean_ci(group["final_val_loss"].astype(float), level_ci)
-        # Perplexity is exp(loss): its interval is the loss interval mapped through exp (a
-        # geometric mean), which stays positive, unlike a t-interval on perplexities themselves.
-        ppl_mean, ppl_low, ppl_high = (
-            math.exp(loss.mean),
-            math.exp(loss.low) if loss.has_ci else math.nan,
-            math.exp(loss.high) if loss.has_ci else math.nan,
-        )
+        values = group[metric].astype(float)
+        loss = mean_ci(values, level_ci)
+        has_ci = loss.has_ci and loss.n >= MIN_SEEDS_FOR_CI
+        low = max(loss.low, 0.0) if has_ci else math.nan
+        high = loss.high if has_ci else math.nan
         row: dict[str, object] = {"arm": arm}
         for factor in FACTORS:
             if factor in group.columns:
                 row[factor] = group[factor].iloc[0]
         row.update(
             {
-                "n_seeds": len(group),
+                "model": group["model"].iloc[0] if "model" in group else None,
+                "n_seeds": int(values.notna().sum()),
+                "seed_values": ", ".join(f"{v:.3f}" for v in values.dropna()),
                 "lr_scale": _single_or_list(group.get("lr_scale")),
                 "n_params": _mean_or_nan(group, "n_params"),
                 "flops_per_token": _mean_or_nan(group, "flops_per_token"),
@@ -487,17 +293,20 @@ def arm_summary(runs: pd.DataFrame, level_ci: float = 0.95) -> pd.DataFrame:
                 "train_flops": _mean_or_nan(group, "train_flops"),
                 "kv_cache_bytes_per_token": _mean_or_nan(group, "kv_cache_bytes_per_token"),
                 "wall_time_s": _mean_or_nan(group, "wall_time_s"),
-                "final_val_loss": loss.mean,
-                "final_val_loss_ci_low": loss.low,
-                "final_val_loss_ci_high": loss.high,
-                "final_val_perplexity": ppl_mean,
-                "final_val_perplexity_ci_low": ppl_low,
-                "final_val_perplexity_ci_high": ppl_high,
+                "unigram_val_loss": _mean_or_nan(group, "unigram_val_loss"),
+                "loss": loss.mean,
+                "loss_ci_low": low,
+                "loss_ci_high": high,
+                "perplexity": math.exp(loss.mean) if loss.n else math.nan,
+                "perplexity_ci_low": math.exp(low) if has_ci else math.nan,
+                "perplexity_ci_high": math.exp(high) if has_ci else math.nan,
                 "best_val_loss": _mean_or_nan(group, "best_val_loss"),
             }
         )
         rows.append(row)
-    return pd.DataFrame(rows).sort_values("final_val_loss", kind="stable").reset_index(drop=True)
+    if not rows:
+        return pd.DataFrame(columns=["arm", "loss"])
+    return pd.DataFrame(rows).sort_values("loss", kind="stable").reset_index(drop=True)
 
 
 def _mean_or_nan(frame: pd.DataFrame, column: str) -> float:

@@ -12,15 +12,16 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from gpt5_ablate.data.corpora import Corpus
+from gpt5_ablate.data.corpora.base import Corpus, TextCorpus
 from gpt5_ablate.data.hashing import stable_hash
 from gpt5_ablate.data.hub import hub_unavailable_reason
 from gpt5_ablate.data.registry import TOKENIZER
 from gpt5_ablate.errors import ConfigError, InputError
+from gpt5_ablate.registry import ComponentConfig
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +31,22 @@ N_BYTES = 256  # byte-level BPE starts from one token per byte value
 
 
 class TokenizerBuilder(ABC):
-    """Makes the tokenizer files for one ``tokenizer=<name>`` option."""
+    """Makes the tokenizer files for one ``tokenizer=<name>`` option: ``Builder(cfg, ctx)``."""
 
-    def __init__(self, cfg: Any) -> None:
+    # True: learned from the corpus's training text (so a token-only corpus cannot use it).
+    trains_on_corpus: ClassVar[bool] = False
+
+    def __init__(self, cfg: Any, ctx: Any = None) -> None:
         self.cfg = cfg
+        self.ctx = ctx
 
     @property
     def name(self) -> str:
         return str(self.cfg.name)
 
-    @abstractmethod
     def validate(self) -> None:
         """Cheap config checks, run before any data is read."""
+        self.cfg.validate(self.ctx)
 
     @abstractmethod
     def cache_name(self, corpus: Corpus) -> str:
@@ -68,11 +73,24 @@ def load_tokenizer(directory: Path) -> PreTrainedTokenizerFast:
 
 
 @dataclass
-class BPEConfig:
+class BPEConfig(ComponentConfig):
     name: str = "bpe"
     vocab_size: int = 8192  # including the special token
     min_frequency: int = 2  # a pair must occur this often to be merged
     eos_token: str = "<|endoftext|>"  # appended after every document
+
+    def validate(self, ctx: Any = None) -> None:
+        minimum = N_BYTES + 1  # every byte, plus the EOS token
+        if self.vocab_size < minimum:
+            raise ConfigError(
+                f"tokenizer.vocab_size={self.vocab_size} is too small: byte-level BPE needs "
+                f"{N_BYTES} byte tokens plus 1 special token ({self.eos_token}), so at least "
+                f"{minimum}; typical values are 4096-32768."
+            )
+        if self.min_frequency < 1:
+            raise ConfigError(f"tokenizer.min_frequency={self.min_frequency} must be >= 1.")
+        if not self.eos_token:
+            raise ConfigError("tokenizer.eos_token must be a non-empty string.")
 
 
 @TOKENIZER.register("bpe", BPEConfig)
@@ -80,19 +98,7 @@ class ByteLevelBPE(TokenizerBuilder):
     """GPT-2 style byte-level BPE: any string encodes, and decoding gives back the exact string."""
 
     cfg: BPEConfig
-
-    def validate(self) -> None:
-        minimum = N_BYTES + 1  # every byte, plus the EOS token
-        if self.cfg.vocab_size < minimum:
-            raise ConfigError(
-                f"tokenizer.vocab_size={self.cfg.vocab_size} is too small: byte-level BPE needs "
-                f"{N_BYTES} byte tokens plus 1 special token ({self.cfg.eos_token}), so at least "
-                f"{minimum}; typical values are 4096-32768."
-            )
-        if self.cfg.min_frequency < 1:
-            raise ConfigError(f"tokenizer.min_frequency={self.cfg.min_frequency} must be >= 1.")
-        if not self.cfg.eos_token:
-            raise ConfigError("tokenizer.eos_token must be a non-empty string.")
+    trains_on_corpus = True
 
     def cache_name(self, corpus: Corpus) -> str:
         key = stable_hash(
@@ -103,6 +109,8 @@ class ByteLevelBPE(TokenizerBuilder):
     def build(self, out_dir: Path, corpus: Corpus) -> dict[str, Any]:
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+        if not isinstance(corpus, TextCorpus):  # prepare_data refuses this pairing earlier
+            raise ConfigError(f"tokenizer=bpe cannot be trained on data={corpus.name}: no text.")
         n_docs = len(corpus.dataset("train"))  # loads (and checks) the corpus first
         tokenizer = Tokenizer(models.BPE())
         # No prefix space: it would insert a character, and decode(encode(s)) must give s back.
@@ -145,11 +153,15 @@ class ByteLevelBPE(TokenizerBuilder):
 
 
 @dataclass
-class HubTokenizerConfig:
+class HubTokenizerConfig(ComponentConfig):
     name: str = "hub"
     pretrained_name: str = "gpt2"  # a hub repository id, or a local directory
     revision: str | None = None
     probe_timeout: float = 3.0  # seconds to wait for the hub before reporting it unreachable
+
+    def validate(self, ctx: Any = None) -> None:
+        if not self.pretrained_name:
+            raise ConfigError("tokenizer.pretrained_name is empty; give a hub id such as 'gpt2'.")
 
 
 @TOKENIZER.register("hub", HubTokenizerConfig)
@@ -157,10 +169,6 @@ class HubTokenizer(TokenizerBuilder):
     """``AutoTokenizer.from_pretrained(pretrained_name)``, copied into the cache once."""
 
     cfg: HubTokenizerConfig
-
-    def validate(self) -> None:
-        if not self.cfg.pretrained_name:
-            raise ConfigError("tokenizer.pretrained_name is empty; give a hub id such as 'gpt2'.")
 
     def cache_name(self, corpus: Corpus) -> str:
         # Independent of the corpus: one copy serves every dataset.

@@ -3,7 +3,7 @@
 from gpt5_ablate.model import attention, ffn, norms, positions  # noqa: F401  (registration)
 from gpt5_ablate.model.gpt import GPT, ArchitectureConfig, build_model, sample_next_token
 from gpt5_ablate.model.kv_cache import KVCache
-from gpt5_ablate.model.registries import ATTENTION, FFN, POSITIONS, QK_NORM
+from gpt5_ablate.model.registries import ATTENTION, FFN, POSITIONS, QK_NORM, SINKS, WINDOW
 
 __all__ = [
     "ATTENTION",
@@ -11,6 +11,8 @@ __all__ = [
     "GPT",
     "POSITIONS",
     "QK_NORM",
+    "SINKS",
+    "WINDOW",
     "ArchitectureConfig",
     "KVCache",
     "build_model",

@@ -4,33 +4,51 @@ A position component does one or both of two things: add a vector to the token e
 input (learned positions), or hand each attention layer a rotation for its query/key vectors
 (RoPE, Su et al. 2021, "RoFormer"). Attention layers ask for a rotary of the width they need, so
 MLA can rotate only its decoupled rope part.
+
+Contract of the group (``PositionEncoding`` below):
+
+- the config subclasses ``ComponentConfig``; ``validate(ctx)`` gets the model preset;
+- the module is built once per model as ``Component(cfg, ctx)`` where ``ctx`` is the
+  ``ModelConfig`` itself (as for the ``ffn`` group: positions need nothing else);
+- ``rotary`` (a class attribute, read before anything is built) says whether it rotates queries
+  and keys; ``input_embedding(start_pos, seq_len)`` returns [seq_len, d_model] or None;
+  ``make_rotary(dim)`` returns a ``Rotary`` of that width or None. Its parameters (a position
+  table) are not under ``blocks.``, so the optimizer treats them as embeddings (AdamW).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 from gpt5_ablate.config import ModelConfig
+from gpt5_ablate.errors import ConfigError
 from gpt5_ablate.model.registries import POSITIONS
+from gpt5_ablate.registry import ComponentConfig
 
 
 @dataclass
-class RopeConfig:
+class RopeConfig(ComponentConfig):
     name: str = "rope"
     rope_theta: float = 10000.0
 
+    def validate(self, ctx: ModelConfig | None = None) -> None:
+        if not self.rope_theta > 0:
+            raise ConfigError(
+                f"pos.rope_theta={self.rope_theta} must be positive (10000 in RoFormer/LLaMA)."
+            )
+
 
 @dataclass
-class LearnedPositionsConfig:
+class LearnedPositionsConfig(ComponentConfig):
     name: str = "learned"
 
 
 class Rotary(nn.Module):
-    """Rotates pairs of channels (i, i + dim/2) of a [batch, heads, time, dim] tensor by angles
+    """Rotates pairs of channels (i, i + dim/2) of a [..., time, dim] tensor by angles
     position * theta^(-2i/dim) (the "rotate half" layout)."""
 
     def __init__(self, dim: int, max_seq_len: int, theta: float) -> None:
@@ -41,12 +59,28 @@ class Rotary(nn.Module):
         self.register_buffer("cos", angles.cos().float(), persistent=False)
         self.register_buffer("sin", angles.sin().float(), persistent=False)
 
-    def forward(self, x: torch.Tensor, start_pos: int = 0) -> torch.Tensor:
-        seq_len = x.size(-2)
-        cos = self.cos[start_pos : start_pos + seq_len].to(x.dtype)
-        sin = self.sin[start_pos : start_pos + seq_len].to(x.dtype)
+    def forward(
+        self, x: torch.Tensor, start_pos: int = 0, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Rotate ``x`` [..., T, dim] as if at positions ``start_pos .. start_pos + T - 1``, or at
+        the given ``positions`` [T] (e.g. the slots of a ring-buffer KV cache)."""
+        if positions is None:
+            cos = self.cos[start_pos : start_pos + x.size(-2)]
+            sin = self.sin[start_pos : start_pos + x.size(-2)]
+        else:
+            cos, sin = self.cos[positions], self.sin[positions]
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # [T, dim/2]
         x1, x2 = x.chunk(2, dim=-1)
         return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+@runtime_checkable
+class PositionEncoding(Protocol):
+    rotary: ClassVar[bool]
+
+    def input_embedding(self, start_pos: int, seq_len: int) -> torch.Tensor | None: ...
+
+    def make_rotary(self, dim: int) -> Rotary | None: ...
 
 
 @POSITIONS.register("rope", RopeConfig)

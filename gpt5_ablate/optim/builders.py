@@ -1,6 +1,24 @@
 """The ``optimizer`` group: ``muon_adamw`` (Muon for hidden matrices, AdamW for the rest) and
-``adamw`` (AdamW everywhere). Each builder returns a list of torch optimizers; the training loop
-steps and schedules them all alike."""
+``adamw`` (AdamW everywhere). Each builder is called as ``OPTIMIZER.get(name)(cfg, model)`` and
+returns a list of torch optimizers; the training loop steps and schedules them all alike.
+
+The parameter split (``split_parameters``), one rule per parameter, first match wins:
+
+1. an ``optimizer_hint`` set by the model on the parameter or on the module that owns it ("muon"
+   or "adamw"; e.g. the MoE router is a matrix inside a block but is marked "adamw"): a "muon"
+   matrix is a hidden matrix; an "adamw" one joins the embeddings and head (AdamW with weight
+   decay);
+2. fewer than 2 dimensions (norm gains, biases, scalars, attention-sink logits): ``vectors``
+   (AdamW, no weight decay);
+3. a 2-D matrix or a 3-D batch of matrices (dim 0 = batch, e.g. MoE experts [E, out, in]) inside
+   the transformer blocks (name ``blocks.*``): ``hidden_matrices`` (Muon);
+4. everything else (token and position tables, the output head): ``embeddings_and_head``
+   (AdamW with weight decay).
+
+A hint that does not fit the shape ("muon" on a vector) is ignored: rules 2-4 apply. Hints are
+attributes on parameters or modules (see ``gpt5_ablate.optim.hints``, which also says how to keep
+parameter hints through FSDP2's parameter swap).
+"""
 
 from __future__ import annotations
 
@@ -10,29 +28,37 @@ import torch
 from torch import nn
 
 from gpt5_ablate.errors import ConfigError
+from gpt5_ablate.optim.hints import optimizer_hint, owners
 from gpt5_ablate.optim.muon import NS_DTYPES, Muon
 from gpt5_ablate.optim.registries import OPTIMIZER
+from gpt5_ablate.registry import ComponentConfig
 
 
 @dataclass
 class ParamSplit:
     """Named parameters by the optimizer rule that applies to them."""
 
-    hidden_matrices: list[tuple[str, nn.Parameter]] = field(default_factory=list)
+    hidden_matrices: list[tuple[str, nn.Parameter]] = field(default_factory=list)  # Muon
+    # AdamW with weight decay: embeddings, head, and matrices hinted "adamw" (the MoE router)
     embeddings_and_head: list[tuple[str, nn.Parameter]] = field(default_factory=list)
     vectors: list[tuple[str, nn.Parameter]] = field(default_factory=list)  # gains, biases, scalars
 
 
 def split_parameters(model: nn.Module) -> ParamSplit:
-    """Hidden matrices = 2-D weights inside the transformer blocks (Muon's domain). Token/position
-    embeddings and the output head stay with AdamW, as do all 1-D or 0-D parameters."""
+    """Each trainable parameter into one group, by the rule in the module docstring."""
     split = ParamSplit()
+    owner = owners(model)
     for name, p in model.named_parameters():  # shared (tied) tensors are listed once
         if not p.requires_grad:
             continue
-        if p.ndim < 2:
+        hint = optimizer_hint(p, owner.get(id(p)))
+        if hint == "muon" and p.ndim in (2, 3):
+            split.hidden_matrices.append((name, p))
+        elif hint == "adamw" and p.ndim >= 2:
+            split.embeddings_and_head.append((name, p))
+        elif p.ndim < 2:
             split.vectors.append((name, p))
-        elif name.startswith("blocks.") and p.ndim == 2:
+        elif name.startswith("blocks.") and p.ndim in (2, 3):
             split.hidden_matrices.append((name, p))
         else:
             split.embeddings_and_head.append((name, p))
@@ -48,7 +74,7 @@ def _fused_ok(model: nn.Module) -> bool:
 
 
 @dataclass
-class AdamWConfig:
+class AdamWConfig(ComponentConfig):
     name: str = "adamw"
     lr: float = 3e-3
     lr_scale: float = 1.0  # multiplies every learning rate (for LR sweeps)
@@ -56,7 +82,7 @@ class AdamWConfig:
     eps: float = 1e-8
     weight_decay: float = 0.1
 
-    def validate(self) -> None:
+    def validate(self, ctx: nn.Module | None = None) -> None:
         _check_positive("lr", self.lr)
         _check_positive("lr_scale", self.lr_scale)
         _check_betas(self.betas)
@@ -65,13 +91,14 @@ class AdamWConfig:
 
 
 @dataclass
-class MuonAdamWConfig:
+class MuonAdamWConfig(ComponentConfig):
     name: str = "muon_adamw"
     lr: float = 0.02  # Muon's learning rate (hidden matrices)
     momentum: float = 0.95
     nesterov: bool = True
     ns_steps: int = 5
     ns_dtype: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU (where bf16 matmuls are emulated)
+    compile_ns: bool = True  # torch.compile Newton-Schulz on CUDA (CPU always runs it eagerly)
     weight_decay: float = 0.0  # Muon's decoupled weight decay
     lr_scale: float = 1.0  # multiplies every learning rate (for LR sweeps)
     adamw_lr: float = 3e-3  # embeddings, head, gains, biases
@@ -79,9 +106,14 @@ class MuonAdamWConfig:
     adamw_eps: float = 1e-8
     adamw_weight_decay: float = 0.1
 
-    def validate(self) -> None:
+    def validate(self, ctx: nn.Module | None = None) -> None:
         for key in ("lr", "lr_scale", "adamw_lr"):
             _check_positive(key, getattr(self, key))
+        if self.weight_decay < 0 or self.adamw_weight_decay < 0:
+            raise ConfigError(
+                f"optimizer.weight_decay={self.weight_decay} and optimizer.adamw_weight_decay="
+                f"{self.adamw_weight_decay} must both be >= 0."
+            )
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"optimizer.momentum={self.momentum} must be within [0, 1).")
         if self.ns_dtype not in NS_DTYPES:
@@ -134,6 +166,7 @@ def build_muon_adamw(cfg: MuonAdamWConfig, model: nn.Module) -> list[torch.optim
         weight_decay=cfg.weight_decay,
         ns_steps=cfg.ns_steps,
         ns_dtype=cfg.ns_dtype,
+        compile_ns=cfg.compile_ns,
     )
     adamw = torch.optim.AdamW(
         [

@@ -308,8 +308,10 @@ class Checkpointer:
                     if preferred in problems
                     else f"{preferred or pointer} is missing"
                 )
-                log.warning(f"warning: checkpoint {preferred or pointer} is unusable ({why}); "
-                            f"resuming from {path}, the newest intact checkpoint.")
+                log.warning(
+                    f"warning: checkpoint {preferred or pointer} is unusable ({why}); "
+                    f"resuming from {path}, the newest intact checkpoint."
+                )
             return path
         listed = "; ".join(p for issues in problems.values() for p in issues[:2])
         raise CheckpointError(
@@ -358,8 +360,16 @@ class Checkpointer:
                 "resume it with trainer.parallel=fsdp under torchrun."
             )
         load_weights(model, checkpoint)
-        for opt, opt_state in zip(optimizers, state["optimizers"], strict=True):
-            opt.load_state_dict(opt_state)
+        try:
+            for opt, opt_state in zip(optimizers, state["optimizers"], strict=True):
+                opt.load_state_dict(opt_state)
+        except ValueError as error:  # e.g. a checkpoint from before MHA's q/kv split
+            raise CheckpointError(
+                f"{checkpoint}'s optimizer state does not fit this model's parameters ({error}); "
+                "it was written by an older layout of this architecture. Its weights still load "
+                "for generate and evaluation; to train on, start afresh with "
+                "trainer.resume=false."
+            ) from None
         return state
 
     def _load_shards(

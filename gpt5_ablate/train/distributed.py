@@ -205,12 +205,18 @@ def wrap_model(ctx: DistContext, model: torch.nn.Module, runtime: Runtime) -> to
     if ctx.mode == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
+        from gpt5_ablate.optim.hints import collect_param_hints, restore_param_hints
+
+        # fully_shard swaps every parameter for a DTensor and drops custom attributes, such as
+        # the per-projection hints Muon reads: kept and restored around it.
+        hints = collect_param_hints(model)
         # One FSDP unit per transformer block: each block's parameters are gathered just before
         # it runs and freed after, so peak memory holds one full block, not the model. The root
         # call takes the rest (embedding, tied head, final norm).
         for block in model.blocks:
             fully_shard(block)
         fully_shard(model)
+        restore_param_hints(model, hints)
         return model
     return model
 

@@ -30,6 +30,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from gpt5_ablate.errors import TrainingInterrupted
+from gpt5_ablate.secrets import redact_file, redact_text
 
 SWEEP_ID_ENV = "GPT5_ABLATE_SWEEP_ID"
 PARENT_RUN_ENV = "GPT5_ABLATE_PARENT_RUN_ID"
@@ -80,10 +81,16 @@ class SweepCallback(Callback):
             self.parent_run_id = parent.info.run_id
             os.environ[PARENT_RUN_ENV] = self.parent_run_id
         except Exception as error:  # each job will report the tracking problem itself
-            print(f"warning: could not prepare MLflow for the sweep: {error}", file=sys.stderr)
+            print(
+                redact_text(f"warning: could not prepare MLflow for the sweep: {error}"),
+                file=sys.stderr,
+            )
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _redact_multirun_file(config)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        overrides = " ".join(job_return.overrides or [])
+        overrides = redact_text(" ".join(job_return.overrides or []))
         if job_return.status == JobStatus.COMPLETED:
             value = job_return.return_value
             if isinstance(value, JobFailure):
@@ -116,6 +123,8 @@ class SweepCallback(Callback):
         if self.reported:
             return
         self.reported = True
+        if config is not None:
+            _redact_multirun_file(config)
         if self.outcome_file is not None and self.outcome_file.exists():
             # Jobs run by other processes (joblib, SLURM) reported there, not in self.outcomes.
             recorded = [
@@ -132,7 +141,10 @@ class SweepCallback(Callback):
                     self.parent_run_id, "FAILED" if failed or self.ended_early else "FINISHED"
                 )
             except Exception as error:
-                print(f"warning: could not close the sweep's parent run: {error}", file=sys.stderr)
+                print(
+                    redact_text(f"warning: could not close the sweep's parent run: {error}"),
+                    file=sys.stderr,
+                )
         if not self.outcomes:
             return
         lines = [
@@ -146,7 +158,7 @@ class SweepCallback(Callback):
         for overrides, status, reason in self.outcomes:
             shown = " ".join(t for t in overrides.split() if t not in shared) or overrides
             lines.append(f"  {status:8s} {shown}" + (f"\n           -> {reason}" if reason else ""))
-        print("\n".join(lines), file=sys.stderr)
+        print(redact_text("\n".join(lines)), file=sys.stderr)
 
 
 def _outcome_file(config: DictConfig) -> Path | None:
@@ -159,8 +171,18 @@ def _outcome_file(config: DictConfig) -> Path | None:
 
 
 def _first_line(text: str) -> str:
-    lines = text.strip().splitlines()
+    lines = redact_text(text).strip().splitlines()
     return lines[0][:300] if lines else ""
+
+
+def _redact_multirun_file(config: DictConfig) -> None:
+    """Hydra writes the sweep's config (its overrides included) before the jobs start."""
+    try:
+        path = Path(str(config.hydra.sweep.dir)) / "multirun.yaml"
+    except Exception:  # no hydra node (a composed config in a test)
+        return
+    if path.is_file():
+        redact_file(path)
 
 
 def active_sweep() -> SweepCallback | None:
@@ -174,7 +196,7 @@ def job_failed(error: BaseException, hydra_cfg: Any) -> JobFailure:
         # Jobs in other processes (joblib, SLURM): the sweep callback there is not the one that
         # summarises, so let the launcher record the failure as Hydra does.
         raise error
-    reason = f"{type(error).__name__}: {error}"
+    reason = redact_text(f"{type(error).__name__}: {error}")
     if isinstance(error, TrainingInterrupted):
         # Ctrl-C / SIGTERM stops the whole sweep, not just this job; re-running the sweep
         # resumes every job. SystemExit passes through Hydra, which would go on otherwise.

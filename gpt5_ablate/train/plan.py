@@ -13,7 +13,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from gpt5_ablate.config import TrackingConfig, TrainerConfig
-from gpt5_ablate.data import DATA, TOKENIZER
+from gpt5_ablate.data import DATA, TOKENIZER, DataContext
 from gpt5_ablate.errors import ConfigError
 from gpt5_ablate.factors import factor_levels
 from gpt5_ablate.model import ArchitectureConfig
@@ -79,8 +79,9 @@ def make_plan(cfg: DictConfig) -> TrainPlan:
     data = DATA.typed(cfg.data)
     tokenizer = TOKENIZER.typed(cfg.tokenizer)
     # The corpus and tokenizer checks are cheap (no reading, no download): run them here too.
-    DATA.get(data.name)(data).validate()
-    TOKENIZER.get(tokenizer.name)(tokenizer).validate()
+    ctx = DataContext(tokenizer=tokenizer)
+    DATA.build(data, ctx).validate()
+    TOKENIZER.build(tokenizer, ctx).validate()
     if cfg.seed < 0:  # the data order (BlockLoader) is drawn from a generator seeded by it
         raise ConfigError(f"seed={cfg.seed} is invalid: use an integer >= 0.")
     if cfg.get("phase", "report") not in PHASES:

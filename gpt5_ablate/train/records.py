@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("gpt5_ablate")
 PER_DOCUMENT_FILE = "per_document.csv"
 # PreparedData.stats entries recorded as params (data quality facts the analysis reports).
-DATA_STATS = ("val_train_overlap_32", "train_tokens", "val_tokens", "n_val_docs")
+DATA_STATS = ("val_train_overlap_32", "n_train_tokens", "n_val_tokens", "n_docs_val")
 
 
 @dataclass
@@ -159,7 +159,9 @@ class RunRecorder:
         t, state = self.trainer, self.trainer.state
         done, now = state.step, time.perf_counter()
         mean_loss = (state.interval_loss / state.interval_steps).item()
-        tokens_per_s = (done - self._interval_step) * t.plan.tokens_per_step / (now - self._interval_t0)
+        tokens_per_s = (
+            (done - self._interval_step) * t.plan.tokens_per_step / (now - self._interval_t0)
+        )
         metrics = {
             "train/loss": mean_loss,
             "train/lr": t.optimizers[0].param_groups[0]["lr"],
@@ -198,8 +200,8 @@ class RunRecorder:
             t.config.eval_batch_size,
             t.runtime,
             t.dist,
-            doc_ids=getattr(data, "val_block_doc_ids", None),  # TODO(data) drop getattr
-            n_docs=len(getattr(data, "val_doc_names", [])),
+            doc_ids=data.val_block_doc_ids,
+            n_docs=len(data.val_doc_names),
         )
         full = {**result.metrics(), "tokens": float(result.tokens)}
         self.log({f"final/val_{k}": v for k, v in full.items()}, t.plan.total_steps)
@@ -273,8 +275,17 @@ def model_accounting(model: torch.nn.Module, seq_len: int) -> dict[str, int]:
     return {
         "n_params": model.n_params(),
         "n_params_non_embedding": model.n_params(non_embedding=True),
-        "flops_per_token": model.flops_per_token(seq_len),
+        # A mixture of experts uses only its routed experts per token: "active" counts those.
+        "n_params_active": model.n_params(active=True),
+        "n_params_non_embedding_active": model.n_params(non_embedding=True, active=True),
+        "flops_per_token": model.flops_per_token(seq_len),  # active FLOPs: what training costs
+        "flops_per_token_all_experts": model.flops_per_token(seq_len, active=False),
+        "ffn_hidden_dim": model.ffn_hidden_dim(),
         "kv_cache_bytes_per_token": model.kv_cache_bytes_per_token(torch.bfloat16),
+        # What a full-length context caches: sliding-window layers keep only their window.
+        "kv_cache_bytes_at_max_seq_len": model.kv_cache_bytes(
+            model.arch.model.max_seq_len, torch.bfloat16
+        ),
     }
 
 

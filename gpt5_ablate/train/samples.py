@@ -48,8 +48,13 @@ def sample_texts(
     return texts
 
 
-def samples_file_text(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, n: int,
-                      max_new_tokens: int, seed: int) -> str:
+def samples_file_text(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    n: int,
+    max_new_tokens: int,
+    seed: int,
+) -> str:
     """The run dir's ``samples.txt``: ``n`` samples from the standard prompts."""
     if n <= 0:
         return ""

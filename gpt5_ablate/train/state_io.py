@@ -89,6 +89,7 @@ def save_state(state: Mapping[str, Any], directory: Path, stem: str = "trainer_s
     structure = encoder.encode(state, "state")
     state_id = uuid.uuid4().hex
     tensors_name = f"{stem}.safetensors"
+    directory.mkdir(parents=True, exist_ok=True)
     blob = save_tensors(encoder.tensors, metadata={"format": FORMAT, "state_id": state_id})
     _write_atomic(directory / tensors_name, blob)
     document = {
@@ -180,10 +181,11 @@ class _Encoder:
         key = self._stored.get(id(value))
         if key is None:
             key = self._new_key(value)
-            # A fresh, contiguous CPU copy: safetensors refuses views and tensors that share
-            # memory (tied or aliased optimizer buffers), and the copy cannot change under us.
-            self.tensors[key] = (
-                value.detach().to("cpu").clone(memory_format=torch.contiguous_format)
+            # A fresh, contiguous CPU copy (one copy, from any device): safetensors refuses views
+            # and tensors that share memory (tied or aliased optimizer buffers), and the copy
+            # cannot change under us while the file is written.
+            self.tensors[key] = value.detach().to(
+                "cpu", copy=True, memory_format=torch.contiguous_format
             )
         return {
             TYPE: "tensor",
@@ -197,8 +199,10 @@ class _Encoder:
             raise TypeError(f"{where}: numpy dtype {value.dtype} cannot be stored")
         key = self._stored.get(id(value))
         if key is None:
-            native = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("="))
-            tensor = torch.from_numpy(native.copy())
+            # A C-ordered native-endian copy (astype keeps 0-d arrays 0-d; ascontiguousarray
+            # would not); the JSON keeps the original dtype, byte order included.
+            native = value.astype(value.dtype.newbyteorder("="), order="C", copy=True)
+            tensor = torch.from_numpy(native)
             if tensor.dtype not in _DTYPE_NAMES:
                 raise TypeError(f"{where}: numpy dtype {value.dtype} is not supported")
             key = self._new_key(value)
@@ -305,6 +309,8 @@ class _Decoder:
             return {k: self.decode(v) for k, v in value.items()}
         try:
             return self._marker(value)
+        except InputError:
+            raise
         except (KeyError, TypeError, ValueError) as error:
             raise InputError(
                 f"{self.json_path} holds a malformed {value.get(TYPE)!r} entry ({error!r})."

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt5_ablate.errors import InputError
-from gpt5_ablate.secrets import redact_uri
+from gpt5_ablate.secrets import redact_text, redact_uri, uri_without_userinfo
 
 log = logging.getLogger("gpt5_ablate")
 
@@ -55,7 +55,8 @@ def check_tracking_uri(uri: str) -> None:
         import urllib.request
 
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
+            health = uri_without_userinfo(uri).rstrip("/") + "/health"  # /health needs no login
+            with urllib.request.urlopen(health, timeout=5) as response:
                 response.read()
         except (urllib.error.URLError, OSError, ValueError) as error:
             raise InputError(
@@ -75,10 +76,22 @@ def check_tracking_uri(uri: str) -> None:
 def ensure_experiment(uri: str, name: str) -> str:
     """Create (or find) the experiment; returns its id. Creating the SQLite schema here, once,
     avoids parallel jobs racing to create it."""
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name(name)
+    try:
+        experiment = client.get_experiment_by_name(name)
+    except MlflowException as error:
+        if getattr(error, "error_code", "") in ("UNAUTHENTICATED", "PERMISSION_DENIED") or any(
+            code in str(error) for code in ("401", "403")
+        ):
+            raise InputError(
+                f"The tracking server {redact_uri(uri)} refused the credentials "
+                f"({redact_text(str(error)).splitlines()[0][:200]}). Set MLFLOW_TRACKING_USERNAME "
+                "and MLFLOW_TRACKING_PASSWORD (see docs/scaling.md) or check your permissions."
+            ) from None
+        raise
     if experiment is not None:
         return experiment.experiment_id
     try:
@@ -230,7 +243,8 @@ class Tracker:
             self._retry_at = time.monotonic() + RETRY_AFTER_S
             if not self._warned:
                 warnings.warn(
-                    f"MLflow tracking at {self.uri} failed ({type(error).__name__}: {error}); "
+                    f"MLflow tracking at {self.uri} failed "
+                    f"({type(error).__name__}: {redact_text(str(error))}); "
                     "training continues, metrics stay buffered and are written to "
                     f"{self.local_log.name}.",
                     stacklevel=2,
@@ -281,7 +295,7 @@ def mark_failed(uri: str, run_id: str, reason: str) -> None:
         client.log_batch(run_id, tags=[RunTag("failure_reason", reason[:5000])])
         client.set_terminated(run_id, "FAILED")
     except Exception as error:  # the run is gone or the store is down: the error still shows
-        log.warning(f"warning: could not mark MLflow run {run_id} FAILED: {error}")
+        log.warning(redact_text(f"warning: could not mark MLflow run {run_id} FAILED: {error}"))
 
 
 def trim_local_log(run_dir: Path, keep_through_step: int) -> None:

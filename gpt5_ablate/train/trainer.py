@@ -54,7 +54,9 @@ class Trainer:
         timer: PhaseTimer | None = None,
     ) -> None:
         self.plan, self.config = plan, plan.trainer
-        runtime = resolve_runtime(self.config.device, self.config.precision, self.config.num_threads)
+        runtime = resolve_runtime(
+            self.config.device, self.config.precision, self.config.num_threads
+        )
         self.dist, self.runtime = distributed.setup(self.config.parallel, runtime)
         self.run_dir = distributed.agree_on_run_dir(self.dist, run_dir)
         self.checkpointer = Checkpointer(
@@ -160,7 +162,9 @@ class Trainer:
             world_size=self.dist.world_size,
         )
         self.compiled = use_compile(self.config.compile, device)
-        self.step_model = torch.compile(self.parallel_model) if self.compiled else self.parallel_model
+        self.step_model = (
+            torch.compile(self.parallel_model) if self.compiled else self.parallel_model
+        )
         self._compile_pending = self.compiled
         self.state.interval_loss = torch.zeros((), device=device)
         self.nonfinite = NonFiniteWatch(device)
@@ -186,7 +190,9 @@ class Trainer:
         self.state.load_state_dict(state)
         self.progress.update(self.state.step)
         if self.dist.is_main:
-            log.info(f"Resuming from {checkpoint} (step {self.state.step}/{self.plan.total_steps}).")
+            log.info(
+                f"Resuming from {checkpoint} (step {self.state.step}/{self.plan.total_steps})."
+            )
 
     # --- one step -----------------------------------------------------------------------------
 
@@ -275,7 +281,7 @@ class Trainer:
         """The periodic eval, on the fixed sample of validation blocks."""
         result = evaluate(
             self.model,
-            getattr(self.prepared, "eval_blocks", self.prepared.val_blocks),  # TODO(data) drop
+            self.prepared.eval_blocks,
             self.config.eval_batch_size,
             self.runtime,
             self.dist,

@@ -1,8 +1,13 @@
-"""Attention variants. Every module in this package is imported, so a new variant only needs its
-file here (a class decorated with ``ATTENTION.register``) and ``conf/attention/<name>.yaml``."""
+"""Attention variants, and the ``window`` and ``sinks`` groups that apply to all of them.
 
-import importlib
-import pkgutil
+Every module of this package is imported (``registry.discover``), so a new variant only needs
+its file here (a config subclassing ``ComponentConfig`` and a module decorated with
+``ATTENTION.register``, following ``AttentionLayer`` in ``base``) and
+``conf/attention/<name>.yaml``."""
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+from gpt5_ablate.model.attention.base import AttentionContext, AttentionLayer, attend
+from gpt5_ablate.registry import discover
+
+discover(__name__)
+
+__all__ = ["AttentionContext", "AttentionLayer", "attend"]

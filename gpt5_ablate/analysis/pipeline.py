@@ -1,0 +1,357 @@
+"""``analyse``: loaded runs -> selection, model fit, verdicts, bootstrap and judgement.
+
+The Markdown report and the notebook both render an :class:`Analysis`; nothing here writes
+files.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from gpt5_ablate.analysis.compute import MultiplierResult, compute_multiplier
+from gpt5_ablate.analysis.design import DesignFit, fit_design
+from gpt5_ablate.analysis.docboot import bootstrap_pairs, load_per_document, matched_pairs
+from gpt5_ablate.analysis.evidence import (
+    EvidenceTable,
+    Measured,
+    SizeResult,
+    judge,
+    load_evidence,
+)
+from gpt5_ablate.analysis.load import ExperimentData
+from gpt5_ablate.analysis.select import RunSelection, select_runs
+from gpt5_ablate.analysis.stats import (
+    FACTORS,
+    LrSelection,
+    arm_summary,
+    select_best_lr,
+    varied_factors,
+)
+from gpt5_ablate.analysis.text import si
+from gpt5_ablate.analysis.verdict import (
+    DEFAULT_ALPHA,
+    DEFAULT_MARGIN,
+    FactorResult,
+    VerdictSet,
+    analyse_factors,
+    condition_text,
+)
+from gpt5_ablate.errors import InputError
+
+METRICS = ("final_val_loss", "best_val_loss")
+#: An arm whose loss is within this many nats of the unigram baseline has not learned past it.
+PLATEAU_MARGIN = 0.5
+
+
+@dataclass
+class ReportSettings:
+    metric: str = "final_val_loss"
+    sweep: str = "latest"
+    group_unlike: bool = False
+    equivalence_margin: float = DEFAULT_MARGIN
+    alpha: float = DEFAULT_ALPHA
+    plateau_margin: float = PLATEAU_MARGIN
+    bootstrap_samples: int = 1000
+    per_document: bool = True
+
+
+@dataclass
+class GroupAnalysis:
+    """One comparable group of runs (one model size, budget and data) and its verdicts."""
+
+    label: str
+    #: Analysed runs (after LR selection), with the compared value in ``loss``.
+    runs: pd.DataFrame
+    lr: LrSelection
+    arms: pd.DataFrame
+    #: Arms not past the unigram plateau (kept out of the verdicts).
+    plateau: list[str]
+    factors: list[str]
+    fit: DesignFit
+    verdicts: VerdictSet
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def verdict_runs(self) -> pd.DataFrame:
+        return self.runs[~self.runs["arm"].isin(self.plateau)]
+
+    @property
+    def train_flops(self) -> float:
+        return float(pd.to_numeric(self.runs["train_flops"], errors="coerce").median())
+
+    def factor(self, name: str) -> FactorResult | None:
+        return next((f for f in self.verdicts.factors if f.factor == name), None)
+
+
+@dataclass
+class Analysis:
+    experiment: str
+    tracking_uri: str
+    settings: ReportSettings
+    selection: RunSelection
+    response: str
+    response_note: str
+    groups: list[GroupAnalysis]
+    evidence: EvidenceTable
+    measured: dict[str, Measured]
+    tuned_lr: bool
+    #: Compute multipliers of each factor's other levels against its best (several sizes only).
+    multipliers: list[MultiplierResult] = field(default_factory=list)
+
+    @property
+    def primary(self) -> GroupAnalysis:
+        """The group the headline numbers come from: the largest training compute."""
+        usable = [g for g in self.groups if g.verdicts.factors] or self.groups
+        return max(usable, key=lambda g: 0 if math.isnan(g.train_flops) else g.train_flops)
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.selection.warnings
+
+    @property
+    def factors(self) -> list[str]:
+        """The factors varied among the analysed runs (plateau arms included)."""
+        return list(dict.fromkeys(f for g in self.groups for f in varied_factors(g.runs)))
+
+
+def resolve_response(runs: pd.DataFrame, metric: str) -> tuple[str, str]:
+    """The column compared, and a sentence saying what it is."""
+    if metric == "best_val_loss":
+        return "best_val_loss", "the lowest periodic validation loss of each run"
+    full = runs["full_val_loss"].notna() if "full_val_loss" in runs else pd.Series(False)
+    if len(runs) and full.all():
+        return "full_val_loss", "`final/val_loss`: one pass over the entire validation split"
+    if full.any():
+        return "last_val_loss", (
+            f"the last periodic `val/loss` (a fixed seeded sample of validation blocks): "
+            f"{int((~full).sum())} of {len(runs)} runs predate the full-split `final/val_loss`, "
+            "so every run is compared on the same, periodic evaluation"
+        )
+    return "last_val_loss", (
+        "the last periodic `val/loss` (a fixed seeded sample of validation blocks): these runs "
+        "predate the full-split `final/val_loss`"
+    )
+
+
+def _plateau(arms: pd.DataFrame, margin: float) -> list[str]:
+    gap = arms["unigram_val_loss"] - arms["loss"]
+    return arms.loc[gap.notna() & (gap < margin), "arm"].astype(str).tolist()
+
+
+def _bootstrap(group: GroupAnalysis, data: ExperimentData, settings: ReportSettings) -> None:
+    runs = group.verdict_runs
+    tables = load_per_document(data.tracking_uri, runs["run_id"].tolist())
+    if not tables:
+        group.notes.append(
+            "Document-level bootstrap skipped: no run has an `eval/per_document.csv` artifact "
+            "(runs logged before the full-split evaluation)."
+        )
+        return
+    if len(tables) < len(runs):
+        group.notes.append(
+            f"Document-level bootstrap uses the {len(tables)} of {len(runs)} runs that logged "
+            "`eval/per_document.csv`; pairs with a run lacking it are left out of it."
+        )
+    for c in group.verdicts.comparisons:
+        pairs = matched_pairs(runs, c.factor, c.level, c.reference, c.condition, group.factors)
+        c.doc_ci = bootstrap_pairs(pairs, tables, settings.bootstrap_samples)
+
+
+def analyse_group(
+    label: str, runs: pd.DataFrame, response: str, data: ExperimentData, settings: ReportSettings
+) -> GroupAnalysis:
+    runs = runs.assign(loss=pd.to_numeric(runs[response], errors="coerce"))
+    notes = []
+    missing = runs["loss"].isna()
+    if missing.any():
+        notes.append(f"{int(missing.sum())} run(s) without a `{response}` value are left out.")
+        runs = runs[~missing]
+    lr = select_best_lr(runs, "loss")
+    kept = lr.runs
+    arms = arm_summary(kept, "loss")
+    plateau = _plateau(arms, settings.plateau_margin) if len(arms) else []
+    verdict_runs = kept[~kept["arm"].isin(plateau)]
+    factors = varied_factors(verdict_runs)
+    fit = fit_design(verdict_runs, "loss", factors)
+    verdicts = analyse_factors(
+        fit, verdict_runs, "loss", factors, settings.equivalence_margin, settings.alpha
+    )
+    group = GroupAnalysis(label, kept, lr, arms, plateau, factors, fit, verdicts, notes)
+    if plateau:
+        group.notes.append(
+            f"{len(plateau)} arm(s) are not past the unigram plateau (loss within "
+            f"{settings.plateau_margin:g} nats of the unigram baseline) and are kept out of the "
+            f"verdict: {', '.join(plateau)}."
+        )
+    if settings.per_document and verdicts.comparisons:
+        _bootstrap(group, data, settings)
+    return group
+
+
+def _measured(
+    analysis_groups: list[GroupAnalysis], primary: GroupAnalysis, margin: float
+) -> dict[str, Measured]:
+    out = {}
+    for result in primary.verdicts.factors:
+        sizes = []
+        for group in analysis_groups:
+            other = group.factor(result.factor)
+            if other is not None:
+                best = other.favoured or other.pooled.best
+                sizes.append(SizeResult(group.label, group.train_flops, other.category, best))
+        out[result.factor] = Measured(
+            result.factor, result.category, result.favoured, sizes, margin
+        )
+    return out
+
+
+def analyse(data: ExperimentData, settings: ReportSettings | None = None) -> Analysis:
+    """Select the runs, fit each comparable group, and judge every varied factor."""
+    settings = settings or ReportSettings()
+    if settings.metric not in METRICS:
+        raise InputError(
+            f"metric={settings.metric!r} is invalid. Valid choices: {', '.join(METRICS)}."
+        )
+    selection = select_runs(data.runs, settings.sweep, settings.group_unlike)
+    runs = selection.runs
+    if runs.empty:
+        raise InputError(
+            f"Experiment {data.experiment!r}: no runs left to compare ({selection.sweep})."
+        )
+    response, note = resolve_response(runs, settings.metric)
+    groups = [
+        analyse_group(label, group, response, data, settings)
+        for label, group in selection.groups.items()
+        if not group.empty
+    ]
+    if all(g.runs["arm"].nunique() < 2 for g in groups):
+        arms = sorted({str(a) for g in groups for a in g.runs["arm"].unique()})
+        raise InputError(
+            f"Experiment {data.experiment!r} ({selection.sweep}) has only one arm "
+            f"({', '.join(arms)}): nothing to compare. Sweep a factor, e.g. "
+            "`python -m gpt5_ablate -m attention=gqa,mla`."
+        )
+    groups = [g for g in groups if g.runs["arm"].nunique() >= 2]
+    evidence = load_evidence()
+    partial = Analysis(
+        data.experiment,
+        data.tracking_uri,
+        settings,
+        selection,
+        response,
+        note,
+        groups,
+        evidence,
+        {},
+        False,
+    )
+    primary = partial.primary
+    partial.measured = _measured(groups, primary, settings.equivalence_margin)
+    select = selection.select_runs
+    lr_grid = not select.empty and select.groupby("arm")["lr_scale"].nunique().max() > 1
+    partial.tuned_lr = bool(primary.lr.swept or lr_grid)
+    if len(groups) > 1:
+        partial.multipliers = _multipliers(groups, primary, settings.bootstrap_samples)
+    return partial
+
+
+def _multipliers(
+    groups: list[GroupAnalysis], primary: GroupAnalysis, n_resamples: int
+) -> list[MultiplierResult]:
+    """Per factor, each other level against the primary group's best, across all sizes."""
+    runs = pd.concat([g.verdict_runs for g in groups], ignore_index=True)
+    out = []
+    for result in primary.verdicts.factors:
+        best = result.pooled.best
+        for other in result.levels:
+            if other == best:
+                continue
+            found = compute_multiplier(
+                runs, result.factor, best, other, n_resamples=max(n_resamples, 200)
+            )
+            if found is not None:
+                out.append(found)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The three-column verdict
+# --------------------------------------------------------------------------------------------
+
+
+def _scale_text(analysis: Analysis, group: GroupAnalysis) -> str:
+    runs = group.verdict_runs
+    models = ", ".join(sorted(runs["model"].dropna().astype(str).unique())) or "unknown preset"
+    lr = "LR tuned per arm" if analysis.tuned_lr else "LR untuned (shared lr_scale)"
+    return (
+        f"measured at {models} ({si(runs['n_params'].median())} params, "
+        f"{si(runs['budget_tokens'].median())} tokens, {si(group.train_flops)} FLOPs), {lr}"
+    )
+
+
+def measured_text(analysis: Analysis, factor: str) -> str:
+    group = analysis.primary
+    result = group.factor(factor)
+    margin = analysis.settings.equivalence_margin
+    if result is None:
+        return "not varied in the analysed group"
+    if result.category == "untestable":
+        return f"untestable: {result.reason or 'no comparison'}"
+    parts = [f"**{result.outcome_text(margin)}**"]
+    for cell in result.used:
+        for c in cell.comparisons:
+            prefix = "" if not c.condition else f"{condition_text(c.condition)}: "
+            doc = f", doc-bootstrap {c.doc_ci.text()}" if c.doc_ci else ""
+            parts.append(f"{prefix}{c.text()}{doc}")
+    flagged = [check for check in result.interactions if check.material]
+    if flagged:
+        parts.append("interaction: " + "; ".join(check.text() for check in flagged))
+    parts.append(_scale_text(analysis, group))
+    measured = analysis.measured.get(factor)
+    if measured and len(analysis.groups) > 1:
+        same = [s for s in measured.sizes if s.best == (result.favoured or result.pooled.best)]
+        parts.append(f"same best level at {len(same)}/{len(measured.sizes)} sizes")
+    return "; ".join(parts)
+
+
+def verdict_frame(analysis: Analysis) -> pd.DataFrame:
+    """One row per factor: Measured here | Public evidence | Judgement.
+
+    Factors the runs did not vary get a row too: their judgement rests on public evidence.
+    """
+    rows = []
+    runs = analysis.primary.verdict_runs
+    margin = analysis.settings.equivalence_margin
+    for name in FACTORS:
+        result = analysis.primary.factor(name)
+        if result is not None:
+            tested, measured = result.levels, analysis.measured[name]
+            text = measured_text(analysis, name)
+        else:
+            everything = analysis.primary.runs
+            tested = sorted(everything[name].dropna().astype(str).unique()) if name in runs else []
+            if len(tested) > 1:
+                measured = Measured(name, "untestable", None, [], margin)
+                kept = sorted(runs[name].dropna().astype(str).unique()) if name in runs else []
+                lost = [level for level in tested if level not in kept]
+                which = f"every {' and every '.join(lost)} arm is" if kept else "every arm is"
+                text = (
+                    f"no verdict: {which} within {analysis.settings.plateau_margin:g} nats of "
+                    "the unigram loss (not past the plateau)"
+                    + (f", leaving only {', '.join(kept)}" if kept else "")
+                )
+            else:
+                measured = Measured(name, "unvaried", None, [], margin)
+                text = f"not varied here (every run: {', '.join(tested) or 'n/a'})"
+        rows.append(
+            {
+                "Factor": name,
+                "Measured here": text,
+                "Public evidence": analysis.evidence.summary(name, tested),
+                "Judgement": judge(measured, analysis.evidence, tested),
+            }
+        )
+    return pd.DataFrame(rows, columns=["Factor", "Measured here", "Public evidence", "Judgement"])

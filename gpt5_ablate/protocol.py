@@ -1,0 +1,269 @@
+"""``python -m gpt5_ablate.protocol name=cpu_hour``: a fair experiment, run as three stages.
+
+1. **LR selection** (``phase=select``, one seed): per optimizer, a log2-spaced grid of learning
+   rates around its default. A best rate at an edge of the grid is only a bound, so the grid is
+   extended by one step on that side (up to ``max_extensions`` times) until the best is interior.
+2. **Optimizer comparison** (``phase=report``, fresh seeds): every optimizer at its own best rate.
+3. **Architecture design** (``phase=report``, fresh seeds): a factorial over design factors at
+   the chosen optimizer's best rate.
+
+Selecting on one seed and reporting on others keeps the selection's luck out of the reported
+effects; the analysis refuses to mix the two phases. Each stage is one sweep (one ``sweep_id``),
+so ``python -m gpt5_ablate.report sweep=<id>`` analyses it alone; the stage reports, the LR
+bracket and the wall times go to ``out`` (``protocol.json``, ``protocol.md``, ``<stage>/``).
+
+Protocols are YAML files in ``conf/protocol/`` (keys: ``ProtocolConfig``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gpt5_ablate.cli_args import parse_key_values, run_tool
+from gpt5_ablate.errors import ConfigError, InputError
+from gpt5_ablate.registry import as_typed
+
+PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "conf" / "protocol"
+SWEEP_ID_ENV = "GPT5_ABLATE_SWEEP_ID"  # shared by a stage's sweeps (hydra_callbacks reads it)
+
+
+@dataclass
+class LrGrid:
+    optimizer: str  # the optimizer option (its own best rate is searched)
+    center: float  # the grid's middle rate (the preset's default)
+    key: str = "optimizer.lr"  # muon_adamw: Muon's rate; its AdamW-side rate is optimizer.adamw_lr
+    points: int = 5
+    step: float = 2.0  # multiplicative spacing (log2 steps)
+    max_extensions: int = 2
+
+    def rates(self) -> list[float]:
+        half = self.points // 2
+        return [_round(self.center * self.step**k) for k in range(-half, self.points - half)]
+
+
+@dataclass
+class ProtocolConfig:
+    name: str = "cpu_hour"
+    experiment: str = "cpu_hour"  # MLflow experiment (tracking.experiment)
+    run_overrides: list[str] = field(default_factory=list)  # every run: preset, budget, threads
+    sweep_overrides: list[str] = field(default_factory=list)  # every sweep: the launcher
+    lr_grids: list[LrGrid] = field(default_factory=list)
+    select_seed: int = 0
+    compare_seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    design: dict[str, list[str]] = field(default_factory=dict)  # factor -> levels
+    design_optimizer: str = "muon_adamw"
+    design_seeds: list[int] = field(default_factory=lambda: [1, 2])
+
+
+@dataclass
+class ProtocolArgs:
+    name: str = field(default="cpu_hour", metadata={"help": "conf/protocol/<name>.yaml"})
+    tracking_uri: str = "sqlite:///mlflow.db"
+    out: str | None = field(default=None, metadata={"help": "default: reports/<name>"})
+    stages: str = field(default="select,compare,design", metadata={"help": "stages to run"})
+    dry_run: bool = field(default=False, metadata={"help": "print the commands only"})
+
+
+def _round(rate: float) -> float:
+    return float(f"{rate:.4g}")
+
+
+def load_protocol(name: str) -> ProtocolConfig:
+    from omegaconf import OmegaConf
+
+    path = PROTOCOL_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PROTOCOL_DIR.glob("*.yaml")))
+        raise ConfigError(f"name={name!r}: no conf/protocol/{name}.yaml. Valid choices: {known}.")
+    config = as_typed(ProtocolConfig, OmegaConf.load(path))
+    for grid in config.lr_grids:
+        if grid.points < 3 or grid.step <= 1 or grid.center <= 0:
+            raise ConfigError(
+                f"{path}: lr grid for {grid.optimizer} needs points >= 3, step > 1, center > 0."
+            )
+    return config
+
+
+class Runner:
+    """Runs the training CLI for a stage and reads back what it measured."""
+
+    def __init__(self, protocol: ProtocolConfig, args: ProtocolArgs, out: Path) -> None:
+        self.protocol, self.args, self.out = protocol, args, out
+        self.log: list[dict[str, Any]] = []
+
+    def sweep(self, stage: str, overrides: list[str]) -> None:
+        p = self.protocol
+        command = [
+            sys.executable, "-m", "gpt5_ablate", "-m", *p.sweep_overrides, *p.run_overrides,
+            f"tracking.experiment={p.experiment}", f"tracking.uri={self.args.tracking_uri}",
+            f"experiment_name={p.name}", *overrides,
+        ]  # fmt: skip
+        shown = " ".join(command[1:])
+        print(f"[{stage}] {shown}", flush=True)
+        started = time.perf_counter()
+        if not self.args.dry_run:
+            env = {**os.environ, SWEEP_ID_ENV: f"{p.name}-{stage}-{self.stamp}"}
+            done = subprocess.run(command, env=env)
+            if done.returncode != 0:
+                raise InputError(f"the {stage} sweep failed (exit {done.returncode}): {shown}")
+        self.log.append({"stage": stage, "command": shown, "wall_s": time.perf_counter() - started})
+
+    @property
+    def stamp(self) -> str:
+        if not hasattr(self, "_stamp"):
+            self._stamp = time.strftime("%Y%m%d-%H%M%S")
+        return self._stamp
+
+    def report(self, stage: str) -> None:
+        """The stage's report (its sweep alone) into ``out/<stage>/``."""
+        command = [
+            sys.executable, "-m", "gpt5_ablate.report", f"experiment={self.protocol.experiment}",
+            f"tracking.uri={self.args.tracking_uri}", f"sweep={self.sweep_id(stage)}",
+            f"out={self.out / stage}",
+        ]  # fmt: skip
+        print(f"[report {stage}] {' '.join(command[1:])}", flush=True)
+        if not self.args.dry_run:
+            subprocess.run(command, check=False)
+
+    def sweep_id(self, stage: str) -> str:
+        return f"{self.protocol.name}-{stage}-{self.stamp}"
+
+    def final_losses(self, stage: str, key: str) -> dict[float, float]:
+        """``{rate: final full-split val loss}`` of a stage's finished runs."""
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(self.args.tracking_uri)
+        experiment = client.get_experiment_by_name(self.protocol.experiment)
+        if experiment is None:
+            return {}
+        runs = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.sweep_id = '{self.sweep_id(stage)}' and attributes.status = 'FINISHED'",
+        )
+        losses = {}
+        for run in runs:
+            rate = run.data.params.get(key)
+            loss = run.data.metrics.get("final/val_loss", run.data.metrics.get("val/loss"))
+            if rate is not None and loss is not None:
+                losses[float(rate)] = loss
+        return losses
+
+
+def select_rate(runner: Runner, grid: LrGrid) -> dict[str, Any]:
+    """Stage 1 for one optimizer: run the grid, extend it while the best rate is at an edge."""
+    stage = f"select-{grid.optimizer}"
+    rates = grid.rates()
+    todo = list(rates)
+    for extension in range(grid.max_extensions + 1):
+        runner.sweep(
+            stage,
+            [
+                f"optimizer={grid.optimizer}",
+                f"{grid.key}={','.join(str(r) for r in todo)}",
+                f"seed={runner.protocol.select_seed}",
+                "phase=select",
+            ],
+        )
+        losses = {} if runner.args.dry_run else runner.final_losses(stage, grid.key)
+        if not losses:
+            return {"optimizer": grid.optimizer, "rates": rates, "best": grid.center,
+                    "interior": None, "losses": {}}  # fmt: skip
+        best = min(losses, key=losses.__getitem__)
+        ordered = sorted(losses)
+        edge = "low" if best == ordered[0] else "high" if best == ordered[-1] else None
+        if edge is None or extension == grid.max_extensions:
+            break
+        nxt = _round(best / grid.step if edge == "low" else best * grid.step)
+        todo = [nxt]
+        rates.append(nxt)
+    return {
+        "optimizer": grid.optimizer,
+        "key": grid.key,
+        "rates": sorted(losses),
+        "losses": {str(r): losses[r] for r in sorted(losses)},
+        "best": best,
+        "interior": edge is None,
+        "sweep_id": runner.sweep_id(stage),
+    }
+
+
+def run_protocol(args: ProtocolArgs) -> int:
+    protocol = load_protocol(args.name)
+    out = Path(args.out or f"reports/{protocol.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    runner = Runner(protocol, args, out)
+    stages = {s.strip() for s in args.stages.split(",")}
+    started = time.perf_counter()
+    best: dict[str, float] = {g.optimizer: g.center for g in protocol.lr_grids}
+    selections = []
+    if "select" in stages:
+        for grid in protocol.lr_grids:
+            selections.append(select_rate(runner, grid))
+            best[grid.optimizer] = selections[-1]["best"]
+    if "compare" in stages:
+        for optimizer, rate in best.items():
+            seeds = ",".join(map(str, protocol.compare_seeds))
+            key = next(g.key for g in protocol.lr_grids if g.optimizer == optimizer)
+            runner.sweep("compare", [f"optimizer={optimizer}", f"{key}={rate}", f"seed={seeds}"])
+    if "design" in stages and protocol.design:
+        opt = protocol.design_optimizer
+        key = next(g.key for g in protocol.lr_grids if g.optimizer == opt)
+        factors = [f"{f}={','.join(levels)}" for f, levels in protocol.design.items()]
+        seeds = ",".join(map(str, protocol.design_seeds))
+        runner.sweep(
+            "design", [*factors, f"optimizer={opt}", f"{key}={best[opt]}", f"seed={seeds}"]
+        )
+    for stage in ("compare", "design"):
+        if stage in stages:
+            runner.report(stage)
+    summary = {
+        "protocol": asdict(protocol),
+        "selections": selections,
+        "best_rates": best,
+        "sweeps": {s: runner.sweep_id(s) for s in ("compare", "design")},
+        "stages": runner.log,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    (out / "protocol.json").write_text(json.dumps(summary, indent=2))
+    (out / "protocol.md").write_text(protocol_markdown(summary))
+    print(f"Wrote {out / 'protocol.md'} ({summary['wall_s'] / 60:.1f} min).")
+    return 0
+
+
+def protocol_markdown(summary: dict[str, Any]) -> str:
+    lines = [f"# Protocol `{summary['protocol']['name']}`", ""]
+    lines.append(f"Wall time: **{summary['wall_s'] / 60:.1f} min** in all.")
+    lines += ["", "## LR selection (phase=select, one seed)", ""]
+    lines += ["| optimizer | rate key | rate | final val loss (full split) |", "|---|---|---|---|"]
+    for sel in summary["selections"]:
+        for rate, loss in sel["losses"].items():
+            mark = " **best**" if math.isclose(float(rate), sel["best"]) else ""
+            lines.append(f"| {sel['optimizer']} | `{sel['key']}` | {rate}{mark} | {loss:.4f} |")
+    lines += ["", "| optimizer | chosen rate | interior of the grid |", "|---|---|---|"]
+    for sel in summary["selections"]:
+        lines.append(f"| {sel['optimizer']} | {sel['best']} | {sel['interior']} |")
+    lines += ["", "## Stages", "", "| stage | wall time (min) | command |", "|---|---|---|"]
+    for stage in summary["stages"]:
+        lines.append(f"| {stage['stage']} | {stage['wall_s'] / 60:.1f} | `{stage['command']}` |")
+    return "\n".join(lines) + "\n"
+
+
+def _main(argv: list[str]) -> int:
+    args = parse_key_values(ProtocolArgs, argv, "python -m gpt5_ablate.protocol", __doc__ or "")
+    return run_protocol(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_tool(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
