@@ -69,6 +69,9 @@ class TrainerConfig:
     max_steps: int = 200
     # A token budget overrides max_steps when set: steps = ceil(max_tokens / tokens_per_step).
     max_tokens: int | None = None
+    # Or a budget proportional to the model: tokens = tokens_per_param x non-embedding
+    # parameters (Chinchilla-optimal is about 20); overrides max_tokens and max_steps.
+    tokens_per_param: float | None = None
     seq_len: int | None = None  # None: model.max_seq_len
     micro_batch_size: int = 8
     grad_accum_steps: int = 1
@@ -107,6 +110,10 @@ class TrainerConfig:
             raise ConfigError(
                 f"trainer.max_steps={self.max_steps} is invalid: give a positive step budget "
                 "or a token budget with trainer.max_tokens."
+            )
+        if self.tokens_per_param is not None and self.tokens_per_param <= 0:
+            raise ConfigError(
+                f"trainer.tokens_per_param={self.tokens_per_param} must be positive (or null)."
             )
         if self.max_tokens is not None and self.max_tokens <= 0:
             raise ConfigError(f"trainer.max_tokens={self.max_tokens} must be positive (or null).")

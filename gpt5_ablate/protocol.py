@@ -122,6 +122,19 @@ class Runner:
             self._stamp = time.strftime("%Y%m%d-%H%M%S")
         return self._stamp
 
+    def create_experiment(self) -> None:
+        """The MLflow experiment, with its artifacts (per-document losses, configs) kept beside
+        the protocol's outputs, so a results folder holds everything its reports read."""
+        from mlflow.tracking import MlflowClient
+
+        from gpt5_ablate.train.tracking import check_tracking_uri
+
+        check_tracking_uri(self.args.tracking_uri)
+        client = MlflowClient(self.args.tracking_uri)
+        if client.get_experiment_by_name(self.protocol.experiment) is None:
+            location = (self.out / "artifacts").resolve().as_uri()
+            client.create_experiment(self.protocol.experiment, artifact_location=location)
+
     def report(self, stage: str) -> None:
         """The stage's report (its sweep alone) into ``out/<stage>/``."""
         command = [
@@ -157,11 +170,22 @@ class Runner:
         return losses
 
 
+def next_rate(losses: dict[float, float], step: float) -> tuple[str | None, float | None]:
+    """Where the best rate of a grid sits, and the rate to try next: ``(None, None)`` when the
+    best is interior, else the edge (``low``/``high``) and one step beyond it."""
+    rates = sorted(losses)
+    best = min(rates, key=losses.__getitem__)
+    if len(rates) < 2 or rates[0] < best < rates[-1]:
+        return None, None
+    if best == rates[0]:
+        return "low", _round(best / step)
+    return "high", _round(best * step)
+
+
 def select_rate(runner: Runner, grid: LrGrid) -> dict[str, Any]:
     """Stage 1 for one optimizer: run the grid, extend it while the best rate is at an edge."""
     stage = f"select-{grid.optimizer}"
-    rates = grid.rates()
-    todo = list(rates)
+    todo = grid.rates()
     for extension in range(grid.max_extensions + 1):
         runner.sweep(
             stage,
@@ -174,16 +198,13 @@ def select_rate(runner: Runner, grid: LrGrid) -> dict[str, Any]:
         )
         losses = {} if runner.args.dry_run else runner.final_losses(stage, grid.key)
         if not losses:
-            return {"optimizer": grid.optimizer, "rates": rates, "best": grid.center,
-                    "interior": None, "losses": {}}  # fmt: skip
+            return {"optimizer": grid.optimizer, "key": grid.key, "rates": grid.rates(),
+                    "best": grid.center, "interior": None, "losses": {}}  # fmt: skip
         best = min(losses, key=losses.__getitem__)
-        ordered = sorted(losses)
-        edge = "low" if best == ordered[0] else "high" if best == ordered[-1] else None
-        if edge is None or extension == grid.max_extensions:
+        edge, nxt = next_rate(losses, grid.step)
+        if nxt is None or extension == grid.max_extensions:
             break
-        nxt = _round(best / grid.step if edge == "low" else best * grid.step)
         todo = [nxt]
-        rates.append(nxt)
     return {
         "optimizer": grid.optimizer,
         "key": grid.key,
@@ -200,6 +221,8 @@ def run_protocol(args: ProtocolArgs) -> int:
     out = Path(args.out or f"reports/{protocol.name}")
     out.mkdir(parents=True, exist_ok=True)
     runner = Runner(protocol, args, out)
+    if not args.dry_run:
+        runner.create_experiment()
     stages = {s.strip() for s in args.stages.split(",")}
     started = time.perf_counter()
     best: dict[str, float] = {g.optimizer: g.center for g in protocol.lr_grids}

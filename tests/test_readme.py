@@ -29,9 +29,18 @@ from tests.test_reliability import cli_env
 README = REPO_ROOT / "README.md"
 # Appended to training commands: seconds, not minutes, per run.
 TRAIN_SHRINK = "+debug=tiny trainer.max_steps=6 trainer.eval_every=3 trainer.checkpoint_every=3"
-EXPERIMENT_SHRINK = (
-    "trainer.max_tokens=3072 hydra.sweeper.params.seed=0 hydra.sweeper.params.norm=qk_rmsnorm "
-    "hydra.sweeper.params.pos=rope hydra.sweeper.params.attention=gqa"
+EXPERIMENT_SHRINK = "trainer.max_tokens=3072 " + " ".join(  # one arm, one seed
+    f"++hydra.sweeper.params.{key}={value}"
+    for key, value in {
+        "seed": 0,
+        "attention": "gqa",
+        "optimizer": "muon_adamw",
+        "norm": "qk_rmsnorm",
+        "pos": "rope",
+        "ffn": "swiglu",
+        "window": "all_full",
+        "sinks": "none",
+    }.items()
 )
 SKIPPED = {  # command prefix -> why it is not run here
     "python -m venv": "installing: .ci/run runs this very line on a fresh machine",
@@ -97,7 +106,7 @@ def fill_placeholders(command: str, cwd: Path) -> str:
         run_id = next(r.info.run_id for r in runs if "sweep_parent" not in r.data.tags)
         command = command.replace("<mlflow run id>", run_id)
     if "<run dir>" in command:
-        run_dir = next(p for p in (cwd / "outputs" / "gpt5_ablate").iterdir() if p.is_dir())
+        run_dir = next((cwd / "outputs" / "gpt5_ablate").glob("*/checkpoints")).parent
         command = command.replace("outputs/gpt5_ablate/<run dir>", str(run_dir))
     return command
 

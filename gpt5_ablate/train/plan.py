@@ -67,6 +67,16 @@ def _short_count(n: int) -> str:
     return str(n)
 
 
+def non_embedding_params(arch: ArchitectureConfig) -> int:
+    """Counted on the meta device: no memory, no random draws (and independent of the vocab)."""
+    import torch
+
+    from gpt5_ablate.model import GPT
+
+    with torch.device("meta"):
+        return GPT(arch, vocab_size=8).n_params(non_embedding=True)
+
+
 def make_plan(cfg: DictConfig) -> TrainPlan:
     """Type and check the whole config; raises ConfigError naming the bad value."""
     arch = ArchitectureConfig.from_config(cfg)
@@ -90,7 +100,10 @@ def make_plan(cfg: DictConfig) -> TrainPlan:
     # Under torchrun a step takes micro_batch_size x grad_accum_steps sequences on every rank.
     world_size = distributed.launch_world_size(trainer.parallel)
     tokens_per_step = trainer.micro_batch_size * trainer.grad_accum_steps * seq_len * world_size
-    if trainer.max_tokens is not None:
+    if trainer.tokens_per_param is not None:
+        budget = trainer.tokens_per_param * non_embedding_params(arch)
+        total_steps = max(1, math.ceil(budget / tokens_per_step))
+    elif trainer.max_tokens is not None:
         total_steps = math.ceil(trainer.max_tokens / tokens_per_step)
     else:
         total_steps = trainer.max_steps

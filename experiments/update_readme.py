@@ -1,0 +1,60 @@
+"""Write the README's results section from the committed ``docs/results/cpu_hour`` files.
+
+    python experiments/update_readme.py            # rewrite README.md between the markers
+    python experiments/update_readme.py --check    # exit 1 if README.md is out of date
+
+The section is copied from the protocol's own outputs (its LR bracket and wall times, and the
+verdict tables of its stage reports), so the README shows what the committed run measured and
+nothing typed by hand.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "docs" / "results" / "cpu_hour"
+BEGIN = "<!-- results:begin (written by `python experiments/update_readme.py` from docs/results/cpu_hour) -->"
+END = "<!-- results:end -->"
+
+
+def section(markdown: str, heading: str) -> str:
+    """The body of the first ``## heading...`` section of a Markdown file."""
+    match = re.search(rf"^## {re.escape(heading)}.*?\n(.*?)(?=^## |\Z)", markdown, re.S | re.M)
+    return match.group(1).strip() if match else ""
+
+
+def results_text() -> str:
+    protocol = (RESULTS / "protocol.md").read_text()
+    parts = [
+        "Measured with `python -m gpt5_ablate.protocol name=cpu_hour "
+        "tracking.uri=sqlite:///docs/results/cpu_hour/mlflow.db out=docs/results/cpu_hour` "
+        "on this project's 2-core CPU machine; every file is in "
+        "[docs/results/cpu_hour/](docs/results/cpu_hour/).",
+        "",
+        protocol.split("\n", 2)[2].strip().replace("## ", "#### "),
+    ]
+    for stage, title in (("compare", "Optimizers"), ("design", "Architecture (under Muon)")):
+        report = RESULTS / stage / "report.md"
+        if report.is_file():
+            verdict = section(report.read_text(), "Verdict")
+            parts += ["", f"#### {title}: the verdict ([full report]({report.relative_to(ROOT)}))"]
+            parts += ["", verdict.replace("](", f"]({stage}/").replace(f"]({stage}/http", "](http")]
+    return "\n".join(parts)
+
+
+def main(argv: list[str]) -> int:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    updated = f"{text[:start]}\n{results_text()}\n{text[end:]}"
+    if "--check" in argv:
+        return 0 if updated == text else 1
+    readme.write_text(updated)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
