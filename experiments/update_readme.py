@@ -41,7 +41,7 @@ def results_text() -> str:
         if report.is_file():
             verdict = section(report.read_text(), "Verdict")
             parts += ["", f"#### {title}: the verdict ([full report]({report.relative_to(ROOT)}))"]
-            parts += ["", verdict.replace("](", f"]({stage}/").replace(f"]({stage}/http", "](http")]
+            parts += ["", verdict.replace("](#", f"]({report.relative_to(ROOT)}#")]
     return "\n".join(parts)
 
 

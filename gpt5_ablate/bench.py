@@ -58,7 +58,6 @@ def peak_memory_mb(device: torch.device) -> float:
 def bench_arm(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
     """Time the Trainer's own step (its phase timer syncs the device around each phase)."""
     from gpt5_ablate.train.plan import make_plan
-    from gpt5_ablate.train.steps import PhaseTimer
     from gpt5_ablate.train.trainer import Trainer
 
     plan = make_plan(cfg)
@@ -66,70 +65,30 @@ def bench_arm(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
     bench = cfg.bench
     trainer = Trainer(plan, Path(bench.output_dir))
     runtime = trainer.runtime
-    sync = runtime.synchronize
     if runtime.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(runtime.device)
     rng = np.random.default_rng(cfg.seed)
     blocks = rng.integers(0, bench.vocab_size, size=(512, plan.seq_len + 1), dtype=np.int64)
     trainer.build(bench.vocab_size, blocks)
-    model, timer = trainer.model, PhaseTimer(sync)
-    trainer.timer = timer
-    started = time.perf_counter()
-    for _ in range(bench.warmup_steps):
-        trainer.train_step()
-    sync()
-    warmup_s = time.perf_counter() - started  # includes compilation when compiled
-
-    medians: dict[str, list[float]] = defaultdict(list)
-    for _ in range(bench.repeats):
-        timer.reset()
-        for _ in range(bench.timed_steps):
-            trainer.train_step()
-        for name, seconds in timer.seconds.items():
-            medians[name].append(statistics.median(seconds))
-    phase_s = {name: statistics.median(values) for name, values in medians.items()}
+    phase_s, warmup_s = time_steps(trainer, bench)
     fb_s, opt_s = phase_s["forward_backward"], phase_s["optimizer"]
     step_s = fb_s + opt_s
     tokens_per_s = plan.tokens_per_step / step_s
+    model = trainer.model
     flops_per_token = model.flops_per_token(plan.seq_len)
-    optimizers = trainer.optimizers
-
-    # Newton-Schulz alone, on the shapes Muon batches together.
-    ns_s = 0.0
-    muon = [opt for opt in optimizers if isinstance(opt, Muon)]
-    if muon:
-        # Newton-Schulz on the shapes Muon batches (projection blocks and experts included),
-        # after one warm-up call so a compiled Newton-Schulz is timed compiled.
-        steps = muon[0].param_groups[0]["ns_steps"]
-        stacks = [
-            torch.randn(n, *shape, device=runtime.device)
-            for shape, n in muon[0].matrix_shapes().items()
-        ]
-        for stack in stacks:
-            muon[0].orthogonalize(stack, steps=steps)
-        ns_s = statistics.median(
-            timed(lambda: [muon[0].orthogonalize(s, steps=steps) for s in stacks], sync)
-            for _ in range(5)
-        )
-
-    # Decoding with the KV cache, batch 1, greedy.
-    model.eval()
-    prompt = torch.as_tensor(blocks[:1, : bench.decode_prompt], device=runtime.device)
+    ns_s = time_newton_schulz(trainer.optimizers, runtime.device, runtime.synchronize)
     new_tokens = min(bench.decode_tokens, plan.arch.model.max_seq_len - bench.decode_prompt)
-    with runtime.autocast():
-        model.generate(prompt, 4, temperature=0)  # warm-up
-        decode_s = statistics.median(
-            timed(lambda: model.generate(prompt, new_tokens, temperature=0), sync) for _ in range(3)
-        )
-
+    prompt = torch.as_tensor(blocks[:1, : bench.decode_prompt], device=runtime.device)
+    decode_s = time_decoding(model, prompt, new_tokens, runtime)
     row: dict[str, Any] = {
         "arm": " ".join(overrides),
         **plan.factors(),
         "device": str(runtime.device),
         "precision": runtime.precision,
         "compile": trainer.compiled,
-        "warmup_s": round(warmup_s, 2),
+        "warmup_s": round(warmup_s, 2),  # compilation included when compiled
         "n_params": model.n_params(),
+        "n_params_active": model.n_params(active=True),
         "tokens_per_step": plan.tokens_per_step,
         "tokens_per_s": round(tokens_per_s, 1),
         "step_ms": round(1000 * step_s, 2),
@@ -148,13 +107,62 @@ def bench_arm(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
         "kv_cache_mb_at_max_seq_len_bf16": round(
             model.kv_cache_bytes(plan.arch.model.max_seq_len, torch.bfloat16) / 2**20, 3
         ),
-        "n_params_active": model.n_params(active=True),
     }
     for name, seconds in phase_s.items():
         if name.startswith("step/"):  # one optimizer's own step, e.g. step/Muon
             row[f"{name.removeprefix('step/').lower()}_step_ms"] = round(1000 * seconds, 2)
             row[f"{name.removeprefix('step/').lower()}_share"] = round(seconds / step_s, 4)
     return row
+
+
+def time_steps(trainer: Any, bench: Any) -> tuple[dict[str, float], float]:
+    """Median seconds per phase of ``trainer.train_step`` over repeats, and the warm-up time."""
+    from gpt5_ablate.train.steps import PhaseTimer
+
+    sync = trainer.runtime.synchronize
+    trainer.timer = timer = PhaseTimer(sync)
+    started = time.perf_counter()
+    for _ in range(bench.warmup_steps):
+        trainer.train_step()
+    sync()
+    warmup_s = time.perf_counter() - started
+    medians: dict[str, list[float]] = defaultdict(list)
+    for _ in range(bench.repeats):
+        timer.reset()
+        for _ in range(bench.timed_steps):
+            trainer.train_step()
+        for name, seconds in timer.seconds.items():
+            medians[name].append(statistics.median(seconds))
+    return {name: statistics.median(values) for name, values in medians.items()}, warmup_s
+
+
+def time_newton_schulz(
+    optimizers: list[torch.optim.Optimizer], device: torch.device, sync: Callable[[], None]
+) -> float:
+    """Newton-Schulz alone on the shapes Muon batches (projection blocks and experts included),
+    after one warm-up call so a compiled Newton-Schulz is timed compiled; 0 without Muon."""
+    muon = [opt for opt in optimizers if isinstance(opt, Muon)]
+    if not muon:
+        return 0.0
+    steps = muon[0].param_groups[0]["ns_steps"]
+    stacks = [torch.randn(n, *shape, device=device) for shape, n in muon[0].matrix_shapes().items()]
+    for stack in stacks:
+        muon[0].orthogonalize(stack, steps=steps)
+    return statistics.median(
+        timed(lambda: [muon[0].orthogonalize(s, steps=steps) for s in stacks], sync)
+        for _ in range(5)
+    )
+
+
+def time_decoding(model: Any, prompt: torch.Tensor, new_tokens: int, runtime: Any) -> float:
+    """Seconds to decode ``new_tokens`` greedily with the KV cache, batch 1 (median of 3)."""
+    model.eval()
+    with runtime.autocast():
+        model.generate(prompt, 4, temperature=0)  # warm-up
+        return statistics.median(
+            timed(lambda: model.generate(prompt, new_tokens, temperature=0), runtime.synchronize)
+            for _ in range(3)
+        )
 
 
 # --- a bare PyTorch step of the same math, for the overhead ratio --------------------------------
@@ -200,6 +208,7 @@ def bench_bare(cfg: DictConfig) -> dict[str, Any]:
     """Plain loop, same math as attention=mha norm=none pos=rope ffn=swiglu optimizer=adamw."""
     from gpt5_ablate.train.plan import make_plan
     from gpt5_ablate.train.runtime import resolve_runtime
+    from gpt5_ablate.train.steps import use_compile
 
     plan = make_plan(cfg)
     m, trainer = plan.arch.model, plan.trainer
@@ -217,14 +226,20 @@ def bench_bare(cfg: DictConfig) -> dict[str, Any]:
         0, cfg.bench.vocab_size, (trainer.micro_batch_size, plan.seq_len + 1), device=runtime.device
     )
 
-    def step() -> None:
+    def forward(batch: torch.Tensor) -> torch.Tensor:
         # The whole forward under the same autocast as the harness (bf16 on CUDA).
         with runtime.autocast():
-            x = embed(tokens[:, :-1])
+            x = embed(batch[:, :-1])
             for block in blocks:
                 x = block(x)
             logits = F.linear(final(x), embed.weight)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten())
+        return F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten())
+
+    # Compiled when the harness is (trainer.compile), so the comparison is like for like.
+    loss_of = torch.compile(forward) if use_compile(trainer.compile, runtime.device) else forward
+
+    def step() -> None:
+        loss = loss_of(tokens)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

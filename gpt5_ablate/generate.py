@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from gpt5_ablate.cli_args import parse_key_values, run_tool
 from gpt5_ablate.errors import ConfigError, InputError
-from gpt5_ablate.train.state_io import refuse_pickle_files
+from gpt5_ablate.train.untrusted import refuse_pickle_files
 
 
 @dataclass

@@ -68,7 +68,10 @@ class ProtocolArgs:
     name: str = field(default="cpu_hour", metadata={"help": "conf/protocol/<name>.yaml"})
     tracking_uri: str = "sqlite:///mlflow.db"
     out: str | None = field(default=None, metadata={"help": "default: reports/<name>"})
-    stages: str = field(default="select,compare,design", metadata={"help": "stages to run"})
+    stages: str = field(
+        default="select,compare,design",
+        metadata={"help": "stages to run; 'report' alone rewrites the reports of a finished run"},
+    )
     dry_run: bool = field(default=False, metadata={"help": "print the commands only"})
 
 
@@ -221,9 +224,11 @@ def run_protocol(args: ProtocolArgs) -> int:
     out = Path(args.out or f"reports/{protocol.name}")
     out.mkdir(parents=True, exist_ok=True)
     runner = Runner(protocol, args, out)
+    stages = {s.strip() for s in args.stages.split(",")}
+    if stages == {"report"}:  # regenerate the stage reports of a finished protocol
+        return rerun_reports(runner)
     if not args.dry_run:
         runner.create_experiment()
-    stages = {s.strip() for s in args.stages.split(",")}
     started = time.perf_counter()
     best: dict[str, float] = {g.optimizer: g.center for g in protocol.lr_grids}
     selections = []
@@ -258,6 +263,18 @@ def run_protocol(args: ProtocolArgs) -> int:
     (out / "protocol.json").write_text(json.dumps(summary, indent=2))
     (out / "protocol.md").write_text(protocol_markdown(summary))
     print(f"Wrote {out / 'protocol.md'} ({summary['wall_s'] / 60:.1f} min).")
+    return 0
+
+
+def rerun_reports(runner: Runner) -> int:
+    """``stages=report``: the stage reports again, from the sweeps ``protocol.json`` names."""
+    path = runner.out / "protocol.json"
+    if not path.is_file():
+        raise InputError(f"stages=report needs {path} from a finished run of the protocol.")
+    sweeps = json.loads(path.read_text())["sweeps"]
+    for stage, sweep_id in sweeps.items():
+        runner._stamp = sweep_id.rsplit("-", 2)[-2] + "-" + sweep_id.rsplit("-", 1)[-1]
+        runner.report(stage)
     return 0
 
 

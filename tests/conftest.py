@@ -74,3 +74,11 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tokenizer + token-block cache for every training test of the session: the tiny
     corpus and BPE are built once, not once per test module."""
     return tmp_path_factory.mktemp("data_cache")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that start processes (``integration``) are slow too: ``-m "not slow"`` is the quick
+    developer lane, and CI runs everything."""
+    for item in items:
+        if "integration" in item.keywords and "slow" not in item.keywords:
+            item.add_marker(pytest.mark.slow)

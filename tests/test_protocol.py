@@ -139,3 +139,20 @@ def test_the_preset_ladder_spans_30x_non_embedding_parameters() -> None:
             )
     assert sizes["tiny"] < sizes["mini"] < sizes["small"] < sizes["gpt2_124m"]
     assert sizes["gpt2_124m"] / sizes["tiny"] >= 30
+
+
+def test_the_report_recognises_rates_chosen_by_a_selection_grid() -> None:
+    import pandas as pd
+
+    from gpt5_ablate.analysis.pipeline import selected_rates
+
+    def run(phase: str, lr: float, loss: float) -> dict:
+        return {"phase": phase, "optimizer": "adamw", "model": "tiny", "budget_tokens": 1000,
+                "lr": lr, "final_val_loss": loss}  # fmt: skip
+
+    grid = [run("select", lr, loss) for lr, loss in [(1e-3, 5.0), (2e-3, 4.8), (4e-3, 4.9)]]
+    at_best = pd.DataFrame([run("report", 2e-3, 4.7), run("report", 2e-3, 4.75)])
+    everything = pd.DataFrame([*grid, *at_best.to_dict("records")])
+    assert "adamw at 0.002, the best of 3 rates" in selected_rates(everything, at_best)
+    elsewhere = pd.DataFrame([run("report", 4e-3, 4.7)])
+    assert selected_rates(pd.DataFrame(grid + elsewhere.to_dict("records")), elsewhere) == ""

@@ -17,6 +17,7 @@ import re
 import shlex
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -171,3 +172,13 @@ def test_every_readme_command_runs_as_written(tmp_path: Path, cache_dir: Path) -
         ran.append(command)
     assert len(ran) >= 8, ran
     assert all(shlex.split(c) for c, _ in skipped)
+
+
+def test_readme_results_match_the_committed_run() -> None:
+    """The results section is written from docs/results/cpu_hour by a command, never by hand."""
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "experiments" / "update_readme.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, "README.md is stale: run python experiments/update_readme.py"

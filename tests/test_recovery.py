@@ -29,6 +29,8 @@ from gpt5_ablate.train.steps import NonFiniteWatch, use_compile
 from tests.test_reliability import cli_env, only_run_dir, start_cli, wait_until
 from tests.train_helpers import TINY_OVERRIDES, compose_config
 
+pytestmark = pytest.mark.slow  # trains and resumes real runs
+
 STEPS = 20
 OVERRIDES = [
     f"trainer.max_steps={STEPS}",

@@ -34,6 +34,8 @@ from gpt5_ablate.train.records import TrainResult
 from gpt5_ablate.train.tracking import RUN_ID_FILE
 from tests.train_helpers import TINY_OVERRIDES, compose_config
 
+pytestmark = pytest.mark.slow  # trains, kills and resumes real runs
+
 TOTAL_STEPS = 40
 # Checkpoints every 10 steps, val/loss every 10, train/loss (the mean over the steps since the
 # last one) every 7: a checkpoint falls mid-interval, so a resume must restore the partial mean.

@@ -21,13 +21,12 @@ from safetensors.torch import load_file
 from gpt5_ablate.errors import InputError
 from gpt5_ablate.model import GPT
 from gpt5_ablate.optim import Muon, MuonAdamWConfig, build_muon_adamw, lr_multiplier
-from gpt5_ablate.train.state_io import (
+from gpt5_ablate.train.state_io import load_state, save_state
+from gpt5_ablate.train.untrusted import (
     TRUST_OPTION,
     load_legacy_pickle,
-    load_state,
     pickle_files,
     refuse_pickle_files,
-    save_state,
 )
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -98,6 +98,9 @@ class Analysis:
     evidence: EvidenceTable
     measured: dict[str, Measured]
     tuned_lr: bool
+    #: How the rates were chosen when an LR grid of phase=select runs in the same experiment
+    #: chose them (the protocol's stage 1), else empty.
+    lr_selection: str = ""
     #: Compute multipliers of each factor's other levels against its best (several sizes only).
     multipliers: list[MultiplierResult] = field(default_factory=list)
 
@@ -252,10 +255,33 @@ def analyse(data: ExperimentData, settings: ReportSettings | None = None) -> Ana
     partial.measured = _measured(groups, primary, settings.equivalence_margin)
     select = selection.select_runs
     lr_grid = not select.empty and select.groupby("arm")["lr_scale"].nunique().max() > 1
-    partial.tuned_lr = bool(primary.lr.swept or lr_grid)
+    partial.lr_selection = selected_rates(data.runs, primary.verdict_runs)
+    partial.tuned_lr = bool(primary.lr.swept or lr_grid or partial.lr_selection)
     if len(groups) > 1:
         partial.multipliers = _multipliers(groups, primary, settings.bootstrap_samples)
     return partial
+
+
+def selected_rates(all_runs: pd.DataFrame, reported: pd.DataFrame) -> str:
+    """Whether the reported runs' learning rates are the best of an LR grid of ``phase=select``
+    runs in the same experiment (same optimizer, preset and budget), per optimizer; "" if not."""
+    select = all_runs[all_runs["phase"] == "select"]
+    texts = []
+    for optimizer, rep in reported.groupby("optimizer"):
+        grid = select[
+            (select["optimizer"] == optimizer)
+            & select["model"].isin(rep["model"].unique())
+            & select["budget_tokens"].isin(rep["budget_tokens"].unique())
+        ]
+        by_rate = grid.groupby("lr")["final_val_loss"].mean()
+        if len(by_rate) < 3 or rep["lr"].nunique() != 1:
+            return ""
+        best = float(by_rate.idxmin())
+        if not math.isclose(float(rep["lr"].iloc[0]), best, rel_tol=1e-6):
+            return ""
+        edge = "" if by_rate.index.min() < best < by_rate.index.max() else ", at the grid's edge"
+        texts.append(f"{optimizer} at {best:g}, the best of {len(by_rate)} rates{edge}")
+    return "selected on separate seeds: " + "; ".join(texts) if texts else ""
 
 
 def _multipliers(
@@ -285,7 +311,13 @@ def _multipliers(
 def _scale_text(analysis: Analysis, group: GroupAnalysis) -> str:
     runs = group.verdict_runs
     models = ", ".join(sorted(runs["model"].dropna().astype(str).unique())) or "unknown preset"
-    lr = "LR tuned per arm" if analysis.tuned_lr else "LR untuned (shared lr_scale)"
+    lr = (
+        f"LR tuned per optimizer ({analysis.lr_selection})"
+        if analysis.lr_selection
+        else "LR tuned per arm"
+        if analysis.tuned_lr
+        else "LR untuned (shared lr_scale)"
+    )
     return (
         f"measured at {models} ({si(runs['n_params'].median())} params, "
         f"{si(runs['budget_tokens'].median())} tokens, {si(group.train_flops)} FLOPs), {lr}"

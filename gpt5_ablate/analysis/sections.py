@@ -340,7 +340,10 @@ def caveats_section(analysis: Analysis) -> list[str]:
     items.append(
         "**Learning rate.** "
         + (
-            "Tuned per arm (see the learning-rate section)."
+            f"Tuned per optimizer, {analysis.lr_selection} (the protocol's selection stage); the "
+            "arms of a design share their optimizer's rate."
+            if analysis.lr_selection
+            else "Tuned per arm (see the learning-rate section)."
             if analysis.tuned_lr
             else "Untuned: every arm at the same lr_scale; an arm whose best rate differs is at a disadvantage."
         )

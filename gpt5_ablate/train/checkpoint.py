@@ -37,7 +37,8 @@ from safetensors.torch import load_model, save_model
 
 from gpt5_ablate.errors import CheckpointError, ConfigError, InputError
 from gpt5_ablate.train.distributed import DistContext
-from gpt5_ablate.train.state_io import load_legacy_pickle, load_state, save_state
+from gpt5_ablate.train.state_io import load_state, save_state
+from gpt5_ablate.train.untrusted import load_legacy_pickle
 
 log = logging.getLogger("gpt5_ablate")
 
