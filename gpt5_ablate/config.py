@@ -214,6 +214,19 @@ class Config:
     bench: BenchConfig | None = None  # only used by gpt5_ablate.bench
 
 
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config container as ``{"trainer.max_steps": 200, ...}`` (MLflow params, resume
+    comparisons)."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
 def rank_log_suffix() -> str:
     """``_rank<N>`` under a multi-process launch, else empty: the ranks of a torchrun run share
     one run dir, so each needs its own Hydra log file (``cli_rank0.log``, ``cli_rank1.log``)."""

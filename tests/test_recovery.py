@@ -109,30 +109,27 @@ def test_every_checkpoint_damaged_refuses_and_marks_the_run_failed(
     assert run.data.tags["failure_reason"] == message
 
 
-def test_every_checkpoint_damaged_exits_2_through_the_cli(tmp_path: Path, cache_dir: Path) -> None:
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    args = [*TINY_OVERRIDES, *OVERRIDES, f"cache_dir={cache_dir}", f"tracking.uri={uri}"]
-    first = subprocess.run(
+def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, "-m", "gpt5_ablate", *args],
-        cwd=tmp_path,
+        cwd=cwd,
         env=cli_env(),
         text=True,
         capture_output=True,
-        timeout=300,
+        timeout=600,
     )
+
+
+def test_every_checkpoint_damaged_exits_2_through_the_cli(tmp_path: Path, cache_dir: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = [*TINY_OVERRIDES, *OVERRIDES, f"cache_dir={cache_dir}", f"tracking.uri={uri}"]
+    first = cli(args, tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     run_dir = only_run_dir(tmp_path, "gpt5_ablate")
     assert run_dir is not None
     for step_dir in (run_dir / "checkpoints").glob("step_*"):
         (step_dir / ckpt.WEIGHTS).unlink()
-    again = subprocess.run(
-        [sys.executable, "-m", "gpt5_ablate", *args],
-        cwd=tmp_path,
-        env=cli_env(),
-        text=True,
-        capture_output=True,
-        timeout=300,
-    )
+    again = cli(args, tmp_path)
     assert again.returncode == 2
     assert "error: No intact checkpoint" in again.stderr
     assert "Traceback" not in again.stderr

@@ -19,12 +19,14 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import datasets
 import numpy as np
 from datasets import Dataset, Features, List, Value
 from transformers import PreTrainedTokenizerFast
@@ -80,6 +82,10 @@ def tokenize_split(
 ) -> Dataset:
     """Token ids of every document followed by EOS, as an on-disk Arrow ``ids`` column."""
     scratch_dir.mkdir(parents=True, exist_ok=True)
+    if not sys.stderr.isatty():
+        # Without a terminal a bar cannot redraw in place: each refresh (and the close) would be
+        # a line of its own in logs and captured output. The prepare step logs one summary line.
+        datasets.disable_progress_bars()
     return docs.map(
         _encode_batch,
         batched=True,

@@ -35,6 +35,7 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_model, save_model
 
+from gpt5_ablate.config import flatten
 from gpt5_ablate.errors import CheckpointError, ConfigError, InputError
 from gpt5_ablate.train.distributed import DistContext
 from gpt5_ablate.train.state_io import load_state, save_state
@@ -180,17 +181,6 @@ def load_weights(model: torch.nn.Module, checkpoint: Path) -> None:
     load_model(unwrap(model), str(checkpoint / WEIGHTS), device=device)
 
 
-def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
-
-
 class Checkpointer:
     """Writes and reads one run's checkpoints, for a single process, DDP and FSDP2 alike.
 
@@ -324,8 +314,8 @@ class Checkpointer:
     def check_config(self, checkpoint: Path, current: dict[str, Any]) -> None:
         """Refuse to resume a checkpoint written under a different config (an edited YAML).
         Keys the saved config lacks (settings added to the harness since) do not block it."""
-        saved = _flatten(OmegaConf.to_container(OmegaConf.load(checkpoint / CONFIG)))
-        now = _flatten(current)
+        saved = flatten(OmegaConf.to_container(OmegaConf.load(checkpoint / CONFIG)))
+        now = flatten(current)
         differing = sorted(k for k in saved.keys() - RESUME_IGNORED_KEYS if saved[k] != now.get(k))
         if differing:
             shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in differing[:5])

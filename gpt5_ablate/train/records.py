@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from omegaconf import OmegaConf
 
+from gpt5_ablate.config import flatten
 from gpt5_ablate.secrets import redact_uri
 from gpt5_ablate.train import tracking as tr
 from gpt5_ablate.train.evaluate import evaluate
@@ -45,17 +46,6 @@ class TrainResult:
     full_eval: dict[str, float] = field(default_factory=dict)  # the entire validation split
     skipped_steps: int = 0
     tracking_problems: list[str] = field(default_factory=list)
-
-
-def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
 
 
 class RunRecorder:
