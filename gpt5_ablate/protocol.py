@@ -101,6 +101,7 @@ class Runner:
     def __init__(self, protocol: ProtocolConfig, args: ProtocolArgs, out: Path) -> None:
         self.protocol, self.args, self.out = protocol, args, out
         self.log: list[dict[str, Any]] = []
+        self.stamp = time.strftime("%Y%m%d-%H%M%S")  # ties a protocol run's sweep ids together
 
     def sweep(self, stage: str, overrides: list[str]) -> None:
         p = self.protocol
@@ -113,17 +114,11 @@ class Runner:
         print(f"[{stage}] {shown}", flush=True)
         started = time.perf_counter()
         if not self.args.dry_run:
-            env = {**os.environ, SWEEP_ID_ENV: f"{p.name}-{stage}-{self.stamp}"}
+            env = {**os.environ, SWEEP_ID_ENV: self.sweep_id(stage)}
             done = subprocess.run(command, env=env)
             if done.returncode != 0:
                 raise InputError(f"the {stage} sweep failed (exit {done.returncode}): {shown}")
         self.log.append({"stage": stage, "command": shown, "wall_s": time.perf_counter() - started})
-
-    @property
-    def stamp(self) -> str:
-        if not hasattr(self, "_stamp"):
-            self._stamp = time.strftime("%Y%m%d-%H%M%S")
-        return self._stamp
 
     def create_experiment(self) -> None:
         """The MLflow experiment, with its artifacts (per-document losses, configs) kept beside
@@ -138,11 +133,11 @@ class Runner:
             location = (self.out / "artifacts").resolve().as_uri()
             client.create_experiment(self.protocol.experiment, artifact_location=location)
 
-    def report(self, stage: str) -> None:
+    def report(self, stage: str, sweep_id: str | None = None) -> None:
         """The stage's report (its sweep alone) into ``out/<stage>/``."""
         command = [
             sys.executable, "-m", "gpt5_ablate.report", f"experiment={self.protocol.experiment}",
-            f"tracking.uri={self.args.tracking_uri}", f"sweep={self.sweep_id(stage)}",
+            f"tracking.uri={self.args.tracking_uri}", f"sweep={sweep_id or self.sweep_id(stage)}",
             f"out={self.out / stage}",
         ]  # fmt: skip
         print(f"[report {stage}] {' '.join(command[1:])}", flush=True)
@@ -273,8 +268,7 @@ def rerun_reports(runner: Runner) -> int:
         raise InputError(f"stages=report needs {path} from a finished run of the protocol.")
     sweeps = json.loads(path.read_text())["sweeps"]
     for stage, sweep_id in sweeps.items():
-        runner._stamp = sweep_id.rsplit("-", 2)[-2] + "-" + sweep_id.rsplit("-", 1)[-1]
-        runner.report(stage)
+        runner.report(stage, sweep_id)
     return 0
 
 

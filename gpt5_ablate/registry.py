@@ -45,6 +45,24 @@ class ComponentConfig:
         about the rest of the config (the model preset for model parts), or None."""
 
 
+class Component:
+    """Base of the components that keep their config (corpora, tokenizers): the constructor
+    shape ``Component(cfg, ctx)`` and the one ``validate`` every group has."""
+
+    def __init__(self, cfg: Any, ctx: Any = None) -> None:
+        self.cfg = cfg
+        self.ctx = ctx
+
+    @property
+    def name(self) -> str:
+        return str(self.cfg.name)
+
+    def validate(self) -> None:
+        """Cheap checks of the config (no reading, no downloading): ``ConfigError`` naming the
+        bad value."""
+        self.cfg.validate(self.ctx)
+
+
 @dataclass
 class RegistryEntry(Generic[T]):
     name: str
@@ -125,9 +143,6 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: str) -> bool:
         return name in self._entries
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(self.names())
 
     def __repr__(self) -> str:
         return f"Registry({self.group!r}, {self.names()})"

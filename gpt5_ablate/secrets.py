@@ -32,6 +32,8 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from gpt5_ablate.files import write_atomic
+
 REDACTED = "***"
 
 # Environment variables whose values are secrets: their literal values are redacted from text.
@@ -350,15 +352,12 @@ def redacted_argv(argv: Sequence[str]) -> list[str]:
 
 def redact_file(path: os.PathLike[str] | str) -> bool:
     """Rewrite a text file (e.g. Hydra's ``.hydra/config.yaml``) with its credentials redacted;
-    atomic (temp file + ``os.replace``). Returns whether anything changed."""
+    atomic (``gpt5_ablate.files.write_atomic``). Returns whether anything changed."""
     path = os.fspath(path)
     with open(path, encoding="utf-8") as file:
         text = file.read()
     redacted = redact_text(text)
     if redacted == text:
         return False
-    tmp = f"{path}.redact-tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as file:
-        file.write(redacted)
-    os.replace(tmp, path)
+    write_atomic(path, redacted)
     return True

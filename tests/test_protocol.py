@@ -53,7 +53,7 @@ class FakeRunner(Runner):
     def final_losses(self, stage: str, key: str) -> dict[float, float]:
         return {r: self.loss(r) for r in self.rates.get(stage, ())}
 
-    def report(self, stage: str) -> None:
+    def report(self, stage: str, sweep_id: str | None = None) -> None:
         self.commands.append((f"report {stage}", []))
 
 

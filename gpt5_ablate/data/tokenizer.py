@@ -21,7 +21,7 @@ from gpt5_ablate.data.hashing import stable_hash
 from gpt5_ablate.data.hub import hub_unavailable_reason
 from gpt5_ablate.data.registry import TOKENIZER
 from gpt5_ablate.errors import ConfigError, InputError
-from gpt5_ablate.registry import ComponentConfig
+from gpt5_ablate.registry import Component, ComponentConfig
 
 log = logging.getLogger(__name__)
 
@@ -30,23 +30,11 @@ TOKENIZER_FORMAT = 1
 N_BYTES = 256  # byte-level BPE starts from one token per byte value
 
 
-class TokenizerBuilder(ABC):
+class TokenizerBuilder(Component, ABC):
     """Makes the tokenizer files for one ``tokenizer=<name>`` option: ``Builder(cfg, ctx)``."""
 
     # True: learned from the corpus's training text (so a token-only corpus cannot use it).
     trains_on_corpus: ClassVar[bool] = False
-
-    def __init__(self, cfg: Any, ctx: Any = None) -> None:
-        self.cfg = cfg
-        self.ctx = ctx
-
-    @property
-    def name(self) -> str:
-        return str(self.cfg.name)
-
-    def validate(self) -> None:
-        """Cheap config checks, run before any data is read."""
-        self.cfg.validate(self.ctx)
 
     @abstractmethod
     def cache_name(self, corpus: Corpus) -> str:

@@ -37,6 +37,7 @@ from safetensors.torch import load_model, save_model
 
 from gpt5_ablate.config import flatten
 from gpt5_ablate.errors import CheckpointError, ConfigError, InputError
+from gpt5_ablate.files import write_atomic
 from gpt5_ablate.train.distributed import DistContext
 from gpt5_ablate.train.state_io import load_state, save_state
 from gpt5_ablate.train.untrusted import load_legacy_pickle
@@ -90,13 +91,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 # --- files ---------------------------------------------------------------------------------------
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so readers see the old or the new content, never half."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _sha256(path: Path) -> str:

@@ -185,10 +185,6 @@ def _redact_multirun_file(config: DictConfig) -> None:
         redact_file(path)
 
 
-def active_sweep() -> SweepCallback | None:
-    return _active
-
-
 def job_failed(error: BaseException, hydra_cfg: Any) -> JobFailure:
     """A sweep job's reported error: the other jobs go on (the job counts as failed in the
     summary and the exit status, without the traceback Hydra prints for a raised error)."""

@@ -26,7 +26,6 @@ import base64
 import json
 import logging
 import math
-import os
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,6 +37,7 @@ from safetensors import safe_open
 from safetensors.torch import save as save_tensors
 
 from gpt5_ablate.errors import InputError
+from gpt5_ablate.files import write_atomic
 
 log = logging.getLogger("gpt5_ablate")
 
@@ -89,7 +89,7 @@ def save_state(state: Mapping[str, Any], directory: Path, stem: str = "trainer_s
     tensors_name = f"{stem}.safetensors"
     directory.mkdir(parents=True, exist_ok=True)
     blob = save_tensors(encoder.tensors, metadata={"format": FORMAT, "state_id": state_id})
-    _write_atomic(directory / tensors_name, blob)
+    write_atomic(directory / tensors_name, blob)
     document = {
         "format": FORMAT,
         "version": VERSION,
@@ -99,20 +99,7 @@ def save_state(state: Mapping[str, Any], directory: Path, stem: str = "trainer_s
     }
     # allow_nan=False: non-finite floats are markers, so the file stays standard JSON.
     text = json.dumps(document, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-    _write_atomic(directory / f"{stem}.json", text.encode("utf-8"))
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(directory / f"{stem}.json", text.encode("utf-8"))
 
 
 class _Encoder:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt5_ablate.errors import InputError
+from gpt5_ablate.files import write_atomic
 from gpt5_ablate.secrets import redact_text, redact_uri, uri_without_userinfo
 
 log = logging.getLogger("gpt5_ablate")
@@ -311,6 +312,4 @@ def trim_local_log(run_dir: Path, keep_through_step: int) -> None:
                 kept.append(line)
         except (ValueError, KeyError, TypeError):
             continue  # a line cut by a crash mid-write
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(f"{line}\n" for line in kept))
-    os.replace(tmp, path)
+    write_atomic(path, "".join(f"{line}\n" for line in kept))

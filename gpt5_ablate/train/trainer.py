@@ -30,7 +30,12 @@ from gpt5_ablate.optim import OPTIMIZER, lr_multiplier
 from gpt5_ablate.secrets import redact_config
 from gpt5_ablate.train import distributed
 from gpt5_ablate.train import tracking as tr
-from gpt5_ablate.train.checkpoint import Checkpointer, rng_state, set_rng_state
+from gpt5_ablate.train.checkpoint import (
+    Checkpointer,
+    latest_checkpoint,
+    rng_state,
+    set_rng_state,
+)
 from gpt5_ablate.train.evaluate import evaluate
 from gpt5_ablate.train.plan import TrainPlan
 from gpt5_ablate.train.records import RunRecorder, TrainResult
@@ -324,7 +329,7 @@ class Trainer:
     def finish(self) -> TrainResult:
         if not self.final_eval:  # resumed at the very end: evaluate what is there
             self.final_eval = self.run_eval(self.plan.total_steps)
-        if self.last_checkpoint is None or self.checkpointer.resumable() is None:
+        if self.last_checkpoint is None or latest_checkpoint(self.checkpointer.root) is None:
             self.save()
         full = self.recorder.final_pass()
         return self.recorder.finish(full)

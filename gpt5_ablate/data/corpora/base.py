@@ -27,7 +27,7 @@ from datasets import Dataset
 from gpt5_ablate.data.hashing import stable_hash
 from gpt5_ablate.data.split import SPLIT_FORMAT, document_groups, split_by_group
 from gpt5_ablate.errors import ConfigError, InputError
-from gpt5_ablate.registry import ComponentConfig
+from gpt5_ablate.registry import Component, ComponentConfig
 
 SPLITS = ("train", "val")
 
@@ -98,23 +98,14 @@ class LocalCorpusConfig(ComponentConfig):
 # Corpora
 
 
-class Corpus(ABC):
+class Corpus(Component, ABC):
     """A corpus built from its typed config: ``Corpus(cfg, ctx)`` (``ctx`` may be None)."""
 
     has_text: ClassVar[bool] = True  # False: token ids only, no tokenizer can be trained on it
 
     def __init__(self, cfg: Any, ctx: Any = None) -> None:
-        self.cfg = cfg
-        self.ctx = ctx
+        super().__init__(cfg, ctx)
         self._fingerprint: str | None = None
-
-    @property
-    def name(self) -> str:
-        return str(self.cfg.name)
-
-    def validate(self) -> None:
-        """Cheap checks of the config (no reading, no downloading); raise Config/InputError."""
-        self.cfg.validate(self.ctx)
 
     @abstractmethod
     def check_available(self) -> None:
