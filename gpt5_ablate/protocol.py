@@ -23,12 +23,14 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gpt5_ablate.cli_args import parse_key_values, run_tool
 from gpt5_ablate.errors import ConfigError, InputError
+from gpt5_ablate.ladder import ContextSet, Ladder, LadderSize, check_ladder
 from gpt5_ablate.registry import as_typed
 
 PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "conf" / "protocol"
@@ -61,6 +63,10 @@ class ProtocolConfig:
     design: dict[str, list[str]] = field(default_factory=dict)  # factor -> levels
     design_optimizer: str = "muon_adamw"
     design_seeds: list[int] = field(default_factory=lambda: [1, 2])
+    # A scale ladder (gpt5_ablate/ladder.py): select and compare at every size; empty: one size.
+    sizes: list[LadderSize] = field(default_factory=list)
+    context: ContextSet | None = None  # long-context window x sinks set (ladders only)
+    parallel_runs: int = 1  # ladder runs training at once (one process each)
 
 
 @dataclass
@@ -69,8 +75,17 @@ class ProtocolArgs:
     tracking_uri: str = "sqlite:///mlflow.db"
     out: str | None = field(default=None, metadata={"help": "default: reports/<name>"})
     stages: str = field(
-        default="select,compare,design",
-        metadata={"help": "stages to run; 'report' alone rewrites the reports of a finished run"},
+        default="select,compare,design,context,report",
+        metadata={
+            "help": "stages to run (ladders also: context); 'report' alone rewrites the reports "
+            "of a finished run"
+        },
+    )
+    stamp: str | None = field(
+        default=None,
+        metadata={
+            "help": "reuse an interrupted protocol run's sweep ids (its protocol.json stamp)"
+        },
     )
     dry_run: bool = field(default=False, metadata={"help": "print the commands only"})
 
@@ -87,6 +102,7 @@ def load_protocol(name: str) -> ProtocolConfig:
         known = ", ".join(sorted(p.stem for p in PROTOCOL_DIR.glob("*.yaml")))
         raise ConfigError(f"name={name!r}: no conf/protocol/{name}.yaml. Valid choices: {known}.")
     config = as_typed(ProtocolConfig, OmegaConf.load(path))
+    check_ladder(config)
     for grid in config.lr_grids:
         if grid.points < 3 or grid.step <= 1 or grid.center <= 0:
             raise ConfigError(
@@ -101,17 +117,21 @@ class Runner:
     def __init__(self, protocol: ProtocolConfig, args: ProtocolArgs, out: Path) -> None:
         self.protocol, self.args, self.out = protocol, args, out
         self.log: list[dict[str, Any]] = []
-        self.stamp = time.strftime("%Y%m%d-%H%M%S")  # ties a protocol run's sweep ids together
+        # Ties a protocol run's sweep ids together.
+        self.stamp = args.stamp or time.strftime("%Y%m%d-%H%M%S")
 
-    def sweep(self, stage: str, overrides: list[str]) -> None:
+    def sweep(self, stage: str, overrides: list[str], parallel: bool = True) -> None:
+        """One Hydra multirun; ``parallel=False`` leaves out ``sweep_overrides`` (the launcher)
+        for ladder chains, which run several sweeps at once instead."""
         p = self.protocol
+        launcher = p.sweep_overrides if parallel else []
         command = [
-            sys.executable, "-m", "gpt5_ablate", "-m", *p.sweep_overrides, *p.run_overrides,
+            sys.executable, "-m", "gpt5_ablate", "-m", *launcher, *p.run_overrides,
             f"tracking.experiment={p.experiment}", f"tracking.uri={self.args.tracking_uri}",
             f"experiment_name={p.name}", *overrides,
         ]  # fmt: skip
         shown = " ".join(command[1:])
-        print(f"[{stage}] {shown}", flush=True)
+        print(f"[{stage}] {shown}\n", end="", flush=True)  # one write: chains print at once
         started = time.perf_counter()
         if not self.args.dry_run:
             env = {**os.environ, SWEEP_ID_ENV: self.sweep_id(stage)}
@@ -134,10 +154,14 @@ class Runner:
             client.create_experiment(self.protocol.experiment, artifact_location=location)
 
     def report(self, stage: str, sweep_id: str | None = None) -> None:
-        """The stage's report (its sweep alone) into ``out/<stage>/``."""
+        """The stage's report (its sweep alone) into ``out/<stage>/``; from the committed
+        ``out/export/`` when the MLflow store is not there (see gpt5_ablate.analysis.export)."""
+        uri, export = self.args.tracking_uri, self.out / "export"
+        gone = uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file()
+        source = [f"source={export}"] if gone and (export / "export.json").is_file() else []
         command = [
             sys.executable, "-m", "gpt5_ablate.report", f"experiment={self.protocol.experiment}",
-            f"tracking.uri={self.args.tracking_uri}", f"sweep={sweep_id or self.sweep_id(stage)}",
+            f"tracking.uri={uri}", *source, f"sweep={sweep_id or self.sweep_id(stage)}",
             f"out={self.out / stage}",
         ]  # fmt: skip
         print(f"[report {stage}] {' '.join(command[1:])}", flush=True)
@@ -180,15 +204,24 @@ def next_rate(losses: dict[float, float], step: float) -> tuple[str | None, floa
     return "high", _round(best * step)
 
 
-def select_rate(runner: Runner, grid: LrGrid) -> dict[str, Any]:
-    """Stage 1 for one optimizer: run the grid, extend it while the best rate is at an edge."""
-    stage = f"select-{grid.optimizer}"
+def select_rate(
+    runner: Runner,
+    grid: LrGrid,
+    stage: str | None = None,
+    fixed: list[str] | None = None,
+    sweep: Callable[[str, list[str]], None] | None = None,
+) -> dict[str, Any]:
+    """Stage 1 for one optimizer: run the grid, extend it while the best rate is at an edge.
+    ``fixed``: overrides every run of the grid shares (a ladder's size, rates chosen before)."""
+    stage = stage or f"select-{grid.optimizer}"
+    run_sweep = sweep or runner.sweep
+    fixed = fixed if fixed is not None else [f"optimizer={grid.optimizer}"]
     todo = grid.rates()
     for extension in range(grid.max_extensions + 1):
-        runner.sweep(
+        run_sweep(
             stage,
             [
-                f"optimizer={grid.optimizer}",
+                *fixed,
                 f"{grid.key}={','.join(str(r) for r in todo)}",
                 f"seed={runner.protocol.select_seed}",
                 "phase=select",
@@ -206,6 +239,7 @@ def select_rate(runner: Runner, grid: LrGrid) -> dict[str, Any]:
     return {
         "optimizer": grid.optimizer,
         "key": grid.key,
+        "center": grid.center,
         "rates": sorted(losses),
         "losses": {str(r): losses[r] for r in sorted(losses)},
         "best": best,
@@ -224,6 +258,8 @@ def run_protocol(args: ProtocolArgs) -> int:
         return rerun_reports(runner)
     if not args.dry_run:
         runner.create_experiment()
+    if protocol.sizes:
+        return run_ladder(runner, stages)
     started = time.perf_counter()
     best: dict[str, float] = {g.optimizer: g.center for g in protocol.lr_grids}
     selections = []
@@ -261,13 +297,45 @@ def run_protocol(args: ProtocolArgs) -> int:
     return 0
 
 
+def run_ladder(runner: Runner, stages: set[str]) -> int:
+    """A ladder protocol: every size's chains, then its report (``gpt5_ablate/ladder.py``)."""
+    started = time.perf_counter()
+    summary: dict[str, Any] = {
+        "protocol": asdict(runner.protocol),
+        "stamp": runner.stamp,
+        "experiment": runner.protocol.experiment,
+        "tracking_uri": runner.args.tracking_uri,
+        **Ladder(runner).run(stages),
+        "stages": runner.log,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    (runner.out / "protocol.json").write_text(json.dumps(summary, indent=2))
+    if "report" in stages and not runner.args.dry_run:
+        ladder_reports(runner, summary)
+    print(f"Wrote {runner.out / 'protocol.json'} ({summary['wall_s'] / 60:.1f} min).")
+    return 0
+
+
+def ladder_reports(runner: Runner, summary: dict[str, Any]) -> None:
+    """The ladder's own report (sizes, multipliers, trend) and the context set's report."""
+    from gpt5_ablate.analysis.ladder import write_ladder_report
+
+    path = write_ladder_report(summary, runner.out, runner.args.tracking_uri)
+    print(f"Wrote {path}.")
+    if summary.get("context"):
+        runner.report("context", summary["context"]["sweep_id"])
+
+
 def rerun_reports(runner: Runner) -> int:
     """``stages=report``: the stage reports again, from the sweeps ``protocol.json`` names."""
     path = runner.out / "protocol.json"
     if not path.is_file():
         raise InputError(f"stages=report needs {path} from a finished run of the protocol.")
-    sweeps = json.loads(path.read_text())["sweeps"]
-    for stage, sweep_id in sweeps.items():
+    summary = json.loads(path.read_text())
+    if summary.get("sizes"):
+        ladder_reports(runner, summary)
+        return 0
+    for stage, sweep_id in summary["sweeps"].items():
         runner.report(stage, sweep_id)
     return 0
 

@@ -116,12 +116,14 @@ def test_stdlib_corpus_excludes_tests_and_site_packages() -> None:
 def test_stdlib_split_is_deterministic_disjoint_and_has_topics() -> None:
     first, second = StdlibCorpus(StdlibConfig()), StdlibCorpus(StdlibConfig())
     assert first.fingerprint() == second.fingerprint()
-    train, val = first.keys("train"), first.keys("val")
+    train, val, test = first.keys("train"), first.keys("val"), first.keys("test")
     assert train == second.keys("train") and val == second.keys("val")
+    assert test == second.keys("test")
     assert list(first.documents("val")) == list(second.documents("val"))
-    assert not set(train) & set(val)
+    assert not set(train) & set(val) and not set(train) & set(test) and not set(val) & set(test)
     everything = [key for key, _ in first.read_documents()]
-    assert sorted(train + val) == sorted(everything) and len(set(everything)) == len(everything)
+    assert sorted(train + val + test) == sorted(everything)
+    assert len(set(everything)) == len(everything)
     assert any(key.startswith("pydoc_data.topics/") for key in everything)
     assert any(key.startswith("pydoc_data.topics/") for key in train)
     assert abs(len(val) / len(everything) - 0.05) < 0.01
@@ -134,7 +136,7 @@ def test_split_uses_a_stable_hash() -> None:
     assert stable_int("stdlib/os.py") == 13596692939586108179
     keys = [f"doc{i}" for i in range(10)]
     held_out = split_by_document(keys, 0.3, "test")
-    assert [i for i, val in enumerate(held_out) if val] == [2, 4, 5]
+    assert [i for i, label in enumerate(held_out) if label == "val"] == [2, 4, 5]
     assert split_by_document(list(reversed(keys)), 0.3, "test") == list(reversed(held_out))
 
 
@@ -148,7 +150,9 @@ def test_text_files_corpus(tmp_path: Path) -> None:
         tmp_path / "cache",
         eval_tokens=64,
     )
-    assert out.stats["n_docs_train"] == 6 and out.stats["n_docs_val"] == 2
+    # 8 documents: round(0.25 * 8) = 2 validation, max(1, round(0.05 * 8)) = 1 test.
+    assert out.stats["n_docs_train"] == 5 and out.stats["n_docs_val"] == 2
+    assert out.stats["n_docs_test"] == 1
     assert out.tokenizer.decode(out.train_blocks[0]).startswith("Document number")
 
 

@@ -155,18 +155,30 @@ def test_token_files_blocks_are_the_shards(
 ) -> None:
     data = prepare_data(_config(tmp_path), local_tokenizer, SEQ_LEN, tmp_path / "cache", 64)
     block = SEQ_LEN + 1
-    for blocks, split in ((data.train_blocks, "train"), (data.val_blocks, "val")):
-        stream = np.concatenate(shards[split])
+    # Without test_patterns the validation stream (700 + 320 tokens) is cut in half: the first
+    # 510 tokens stay validation, the last 510 (190 of shard 0, all of shard 1) are the test.
+    val_stream = np.concatenate(shards["val"])
+    halves = {"train": np.concatenate(shards["train"]), "val": val_stream[:510]}
+    halves["test"] = val_stream[510:]
+    for blocks, split in (
+        (data.train_blocks, "train"),
+        (data.val_blocks, "val"),
+        (data.test_blocks, "test"),
+    ):
+        stream = halves[split]
         assert blocks.shape == (len(stream) // block, block) and blocks.dtype == np.uint16
         np.testing.assert_array_equal(blocks.reshape(-1), stream[: blocks.size])
-    assert data.val_doc_names == [str(tmp_path / f"fineweb_val_{i:06d}.bin") for i in range(2)]
-    lengths = [len(s) for s in shards["val"]]
-    expected = np.repeat([0, 1], lengths)[: data.val_blocks.size].reshape(-1, block)[:, 1:]
-    np.testing.assert_array_equal(data.val_block_doc_ids, expected)
+    names = [str(tmp_path / f"fineweb_val_{i:06d}.bin") for i in range(2)]
+    assert data.val_doc_names == names[:1] and data.test_doc_names == names
+    assert not data.val_block_doc_ids.any()
+    expected = np.repeat([0, 1], [190, 320])[: data.test_blocks.size].reshape(-1, block)[:, 1:]
+    np.testing.assert_array_equal(data.test_block_doc_ids, expected)
     assert data.stats["n_docs_train"] == 2 and data.vocab_size == VOCAB
-    # Validation windows start every 32 tokens; the 9 inside the planted copy (tokens 700 to
-    # 1019 of 1020) are found in training, the 22 random ones are not.
-    assert data.stats["val_train_overlap_32"] == pytest.approx(9 / 31)
+    # Windows start every 32 tokens; of the 15 test windows the 9 inside the planted copy
+    # (test tokens 190 to 509) are found in training; the random validation half has none.
+    assert data.stats["test_train_overlap_32"] == pytest.approx(9 / 15)
+    assert data.stats["val_train_overlap_32"] == 0.0
+    assert data.stats["test_val_overlap_32"] == 0.0
     assert data.eval_blocks.shape == (64 // SEQ_LEN, block)
 
     def forbidden(self: TokenFilesCorpus, split: str) -> None:
@@ -176,6 +188,22 @@ def test_token_files_blocks_are_the_shards(
     again = prepare_data(_config(tmp_path), local_tokenizer, SEQ_LEN, tmp_path / "cache", 64)
     assert not again.tokenized_now and isinstance(again.train_blocks, np.memmap)
     np.testing.assert_array_equal(again.eval_blocks, data.eval_blocks)
+
+
+def test_token_files_test_patterns_name_the_test_shards(
+    tmp_path: Path, shards: dict[str, list[np.ndarray]], local_tokenizer: dict[str, str]
+) -> None:
+    test = np.arange(300, dtype=np.uint16)
+    write_shard(tmp_path / "held_out_000000.bin", test)
+    cfg = {**_config(tmp_path), "test_patterns": [str(tmp_path / "held_out_*.bin")]}
+    data = prepare_data(cfg, local_tokenizer, SEQ_LEN, tmp_path / "cache", 64)
+    val_stream = np.concatenate(shards["val"])  # validation keeps every one of its shards
+    np.testing.assert_array_equal(data.val_blocks.reshape(-1), val_stream[: data.val_blocks.size])
+    np.testing.assert_array_equal(data.test_blocks.reshape(-1), test[: data.test_blocks.size])
+    assert data.test_doc_names == [str(tmp_path / "held_out_000000.bin")]
+    overlapping = {**cfg, "test_patterns": [str(tmp_path / "fineweb_val_000001.bin")]}
+    with pytest.raises(ConfigError, match="a shard must be in one split only"):
+        prepare_data(overlapping, local_tokenizer, SEQ_LEN, tmp_path / "cache", 64)
 
 
 @pytest.mark.parametrize(

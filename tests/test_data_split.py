@@ -57,7 +57,7 @@ def _planted_corpus(root: Path) -> dict[str, list[str]]:
 
 
 def _sides(corpus: TextFilesCorpus) -> dict[str, str]:
-    return {key: split for split in ("train", "val") for key in corpus.keys(split)}
+    return {key: split for split in ("train", "val", "test") for key in corpus.keys(split)}
 
 
 def test_planted_families_go_wholly_to_one_side(tmp_path: Path) -> None:
@@ -107,13 +107,15 @@ def test_group_split_keeps_groups_whole_and_falls_back_cleanly() -> None:
     # Singleton groups: exactly the per-document split (the golden split stays the same).
     assert split_by_group(keys, list(range(10)), 0.3, "t") == split_by_document(keys, 0.3, "t")
     groups = [0, 0, 0, 0, 0, 0, 6, 7, 8, 9]  # one big group of 6
-    is_val = split_by_group(keys, groups, 0.3, "t")
+    labels = split_by_group(keys, groups, 0.3, "t")
+    is_val = [label == "val" for label in labels]
     assert sum(is_val) == 3 and not any(is_val[:6])  # too big for validation: all training
-    assert split_by_group(keys, groups, 0.3, "t") == is_val  # deterministic
-    with pytest.raises(InputError, match="near-duplicates of each other"):
+    assert set(labels) == {"train", "val"}  # no test share asked for: no test split
+    assert split_by_group(keys, groups, 0.3, "t") == labels  # deterministic
+    with pytest.raises(InputError, match="form only 1 group"):
         split_by_group(keys, [0] * 10, 0.3, "t")
     # Every group bigger than the share wanted: the smallest one is held out.
-    assert sum(split_by_group(keys, [0] * 7 + [7] * 3, 0.1, "t")) == 3
+    assert split_by_group(keys, [0] * 7 + [7] * 3, 0.1, "t").count("val") == 3
 
 
 def test_numbered_files_form_families() -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -115,6 +117,71 @@ def test_checkpoint_reloads_to_same_val_loss(tiny_run) -> None:
     reloaded = evaluate(model, prepared.val_blocks, 32, runtime)
     assert reloaded.loss == pytest.approx(result.full_eval["loss"], abs=1e-5)
     assert saved_cfg.attention.name == "gqa"
+
+
+def test_final_pass_scores_test_split_by_position(tiny_run) -> None:
+    result, uri, cfg = tiny_run
+    client = MlflowClient(uri)
+    metrics = client.get_run(result.run_id).data.metrics
+    params = client.get_run(result.run_id).data.params
+    for key in ("final/val_loss", "final/test_loss", "final/test_perplexity", "final/test_tokens"):
+        assert key in metrics, key
+    assert metrics["final/test_loss"] == pytest.approx(result.full_eval["test_loss"])
+    assert metrics["final/val_loss"] == pytest.approx(result.full_eval["loss"])
+    assert metrics["final/test_loss"] != metrics["final/val_loss"]  # two different splits
+    # seq_len 64 in 4 equal-width bins (hi exclusive).
+    bins = [(0, 16), (16, 32), (32, 48), (48, 64)]
+    assert sorted(k for k in metrics if k.startswith("final/test_loss_pos_")) == sorted(
+        f"final/test_loss_pos_{lo}_{hi}" for lo, hi in bins
+    )
+    for key in ("n_docs_test", "n_test_tokens", "n_test_blocks", "test_train_overlap_32"):
+        assert f"data.{key}" in params, key
+    # The per-position table, logged with the eval artifacts, adds back up to the test loss.
+    rows = list(csv.DictReader((result.run_dir / "eval" / "loss_by_position.csv").open()))
+    assert [int(r["position"]) for r in rows] == list(range(64))
+    tokens = np.array([int(r["tokens"]) for r in rows])
+    assert tokens.sum() == metrics["final/test_tokens"]
+    bin_tokens = [tokens[lo:hi].sum() for lo, hi in bins]
+    bin_losses = [metrics[f"final/test_loss_pos_{lo}_{hi}"] for lo, hi in bins]
+    weighted = float(np.dot(bin_tokens, bin_losses) / sum(bin_tokens))
+    assert weighted == pytest.approx(metrics["final/test_loss"], abs=1e-5)
+    # Later positions see more context: the last bin predicts better than the first.
+    assert bin_losses[-1] < bin_losses[0]
+    eval_files = {a.path for a in client.list_artifacts(result.run_id, "eval")}
+    assert {
+        "eval/per_document.csv",
+        "eval/per_document_val.csv",
+        "eval/loss_by_position.csv",
+    } <= eval_files
+    # per_document.csv reads the test split; per_document_val.csv the validation split.
+    from gpt5_ablate.data import prepare_data
+    from gpt5_ablate.train.plan import make_plan
+
+    plan = make_plan(cfg)
+    prepared = prepare_data(plan.data, plan.tokenizer, plan.seq_len, cfg.cache_dir)
+    test_docs = [
+        r["document"] for r in csv.DictReader((result.run_dir / "eval" / "per_document.csv").open())
+    ]
+    val_docs = [
+        r["document"]
+        for r in csv.DictReader((result.run_dir / "eval" / "per_document_val.csv").open())
+    ]
+    assert test_docs and set(test_docs) <= set(prepared.test_doc_names)
+    assert val_docs and set(val_docs) <= set(prepared.val_doc_names)
+
+
+def test_a_selection_run_never_scores_the_test_split(tmp_path: Path, cache_dir: Path) -> None:
+    """phase=select chooses rates on validation; test stays unseen until the report runs."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = compose_config(["tracking.experiment=select", "phase=select"], cache_dir, uri)
+    result = train(cfg, tmp_path / "run_dir")
+    metrics = MlflowClient(uri).get_run(result.run_id).data.metrics
+    assert "final/val_loss" in metrics
+    assert not [k for k in metrics if k.startswith("final/test")]
+    assert "test_loss" not in result.full_eval
+    eval_dir = result.run_dir / "eval"
+    assert (eval_dir / "per_document_val.csv").is_file()
+    assert not (eval_dir / "per_document.csv").exists()
 
 
 def test_generation_is_deterministic_under_a_seed(tiny_run, capsys: pytest.CaptureFixture) -> None:

@@ -9,6 +9,7 @@ their schemas in Hydra's ConfigStore), so it must be imported before Hydra compo
     inputs, targets = loader.next_batch()
     # prepared.eval_blocks: the periodic eval set; prepared.val_blocks with
     # prepared.val_block_doc_ids / val_doc_names: the whole validation split, per document.
+    # prepared.test_blocks / test_block_doc_ids / test_doc_names: the same for the test split.
 """
 
 from gpt5_ablate.data import corpora, tokenizer  # noqa: F401  (registers the options)

@@ -6,12 +6,13 @@ Layout of a blocks entry (``<cache_dir>/blocks/<corpus>-<tok>-L<seq_len>-<key>/`
     val.npy          [n_val_blocks, seq_len + 1]    the whole validation split
     val_doc_ids.npy  [n_val_blocks, seq_len] int32  validation document of each TARGET token
     val_docs.json    the validation document names (keys, paths), indexed by those ids
+    test.npy, test_doc_ids.npy, test_docs.json     the same for the whole test split
     COMPLETE.json    file sizes + stats, written last
 
 A split's documents (each followed by EOS; a token shard is used as it is) are concatenated in
 their fixed order and cut into non-overlapping blocks of ``seq_len + 1`` tokens (the tail that
 does not fill a block is dropped). A block gives a model ``seq_len`` inputs (``block[:-1]``) and
-the ``seq_len`` next-token targets (``block[1:]``); ``val_doc_ids`` labels those targets.
+the ``seq_len`` next-token targets (``block[1:]``); ``<split>_doc_ids`` labels those targets.
 """
 
 from __future__ import annotations
@@ -35,17 +36,36 @@ from gpt5_ablate.data.cache import CacheDamagedError
 from gpt5_ablate.data.corpora.base import TextCorpus, TokenCorpus
 from gpt5_ablate.data.hashing import stable_hash
 from gpt5_ablate.data.overlap import val_train_overlap
+from gpt5_ablate.data.split import SPLIT_NAMES
 from gpt5_ablate.errors import InputError
 
 log = logging.getLogger(__name__)
 
 # Bump when the entry's files change, so old cache entries are not reused. 2: near-duplicate
-# aware splits, the whole validation split with document ids, the overlap statistic.
-BLOCKS_FORMAT = 2
+# aware splits, the whole validation split with document ids, the overlap statistic. 3: the
+# test split.
+BLOCKS_FORMAT = 3
 TRAIN_FILE = "train.npy"
 VAL_FILE = "val.npy"
 VAL_DOC_IDS_FILE = "val_doc_ids.npy"
 VAL_DOCS_FILE = "val_docs.json"
+HELD_OUT = ("val", "test")  # the splits scored per document
+LABELS = {"train": "training", "val": "validation", "test": "test"}
+assert set(LABELS) == set(SPLIT_NAMES)
+
+
+def blocks_file(split: str) -> str:
+    return f"{split}.npy"
+
+
+def doc_ids_file(split: str) -> str:
+    return f"{split}_doc_ids.npy"
+
+
+def docs_file(split: str) -> str:
+    return f"{split}_docs.json"
+
+
 UINT16_LIMIT = 2**16
 COPY_CHUNK = 1 << 24  # tokens copied at a time from a shard
 
@@ -61,6 +81,9 @@ class LoadedBlocks:
     val: np.ndarray  # memory-mapped, read-only
     val_doc_ids: np.ndarray  # memory-mapped, read-only
     val_doc_names: list[str]
+    test: np.ndarray  # memory-mapped, read-only
+    test_doc_ids: np.ndarray  # memory-mapped, read-only
+    test_doc_names: list[str]
     meta: dict[str, Any]
 
 
@@ -110,6 +133,7 @@ def pack_stream(
     seq_len: int,
     vocab_size: int,
     what: str,
+    hint: str = "data.val_fraction or data.max_docs",
 ) -> int:
     """Write the concatenated ``pieces`` (``n_tokens`` in all) as ``[n_blocks, seq_len + 1]``
     blocks into a ``.npy`` file through a memory map, so memory stays flat. Returns n_blocks."""
@@ -118,7 +142,7 @@ def pack_stream(
     if n_blocks == 0:
         raise InputError(
             f"{what} has only {n_tokens} tokens, fewer than one block of seq_len + 1 = {block} "
-            "tokens; give it more text (raise data.val_fraction or data.max_docs) or lower the "
+            f"tokens; give it more text (raise {hint}) or lower the "
             "sequence length."
         )
     out = np.lib.format.open_memmap(
@@ -165,7 +189,7 @@ def _text_split(
     seq_len: int,
     num_proc: int,
 ) -> dict[str, Any]:
-    label = {"train": "training", "val": "validation"}[split]
+    label = LABELS[split]
     docs = corpus.dataset(split)
     if len(docs) == 0:
         raise InputError(f"The {label} split of data={corpus.name} has no documents.")
@@ -176,11 +200,12 @@ def _text_split(
     n_tokens = int(lengths.sum())
     what = f"The {label} split of data={corpus.name} ({len(docs)} documents)"
     pieces = (chunk.flatten().to_numpy() for chunk in column.chunks)
-    file = out_dir / (TRAIN_FILE if split == "train" else VAL_FILE)
-    n_blocks = pack_stream(pieces, n_tokens, file, seq_len, len(tokenizer), what)
-    if split == "val":
-        write_doc_ids(lengths, out_dir / VAL_DOC_IDS_FILE, n_blocks, seq_len)
-        (out_dir / VAL_DOCS_FILE).write_text(json.dumps(corpus.keys("val")))
+    file = out_dir / blocks_file(split)
+    hint = f"data.{split}_fraction or data.max_docs" if split != "train" else "data.max_docs"
+    n_blocks = pack_stream(pieces, n_tokens, file, seq_len, len(tokenizer), what, hint)
+    if split in HELD_OUT:
+        write_doc_ids(lengths, out_dir / doc_ids_file(split), n_blocks, seq_len)
+        (out_dir / docs_file(split)).write_text(json.dumps(corpus.keys(split)))
     del tokenized, column, pieces  # release the Arrow memory map before deleting its file
     return {
         f"n_docs_{split}": len(docs),
@@ -198,16 +223,17 @@ def _chunks(streams: Sequence[tuple[str, np.ndarray]]) -> Iterator[np.ndarray]:
 def _token_split(
     out_dir: Path, corpus: TokenCorpus, split: str, vocab_size: int, seq_len: int
 ) -> dict[str, Any]:
-    label = {"train": "training", "val": "validation"}[split]
+    label = LABELS[split]
     streams = corpus.streams(split)
     lengths = [len(tokens) for _, tokens in streams]
     log.info("copying %d %s shards of data=%s", len(streams), label, corpus.name)
     what = f"The {label} split of data={corpus.name} ({len(streams)} shards)"
-    file = out_dir / (TRAIN_FILE if split == "train" else VAL_FILE)
-    n_blocks = pack_stream(_chunks(streams), sum(lengths), file, seq_len, vocab_size, what)
-    if split == "val":
-        write_doc_ids(lengths, out_dir / VAL_DOC_IDS_FILE, n_blocks, seq_len)
-        (out_dir / VAL_DOCS_FILE).write_text(json.dumps([name for name, _ in streams]))
+    file = out_dir / blocks_file(split)
+    hint = "data.val_patterns / data.test_patterns" if split != "train" else "data.train_patterns"
+    n_blocks = pack_stream(_chunks(streams), sum(lengths), file, seq_len, vocab_size, what, hint)
+    if split in HELD_OUT:
+        write_doc_ids(lengths, out_dir / doc_ids_file(split), n_blocks, seq_len)
+        (out_dir / docs_file(split)).write_text(json.dumps([name for name, _ in streams]))
     return {
         f"n_docs_{split}": len(streams),
         f"n_{split}_tokens": sum(lengths),
@@ -225,8 +251,8 @@ def build_blocks(
     """Write every file of a blocks entry into ``out_dir``; return the metadata (stats)."""
     start = time.perf_counter()
     meta: dict[str, Any] = {"seq_len": seq_len, "vocab_size": len(tokenizer)}
-    # Validation first: it is small, and a too-small validation split is the likeliest failure.
-    for split in ("val", "train"):
+    # Held-out splits first: they are small, and a too-small one is the likeliest failure.
+    for split in ("val", "test", "train"):
         if isinstance(corpus, TokenCorpus):
             meta.update(_token_split(out_dir, corpus, split, len(tokenizer), seq_len))
         else:
@@ -239,10 +265,14 @@ def build_blocks(
     start = time.perf_counter()
     train = np.load(out_dir / TRAIN_FILE, mmap_mode="r")
     val = np.load(out_dir / VAL_FILE, mmap_mode="r")
+    test = np.load(out_dir / blocks_file("test"), mmap_mode="r")
     overlap = val_train_overlap(train, val)
-    del train, val
     meta["val_train_overlap_32"] = overlap.pop("overlap")
     meta["val_train_overlap_detail"] = {**overlap, "seconds": time.perf_counter() - start}
+    # The same leak detector for test: against training, and against validation (small, cheap).
+    meta["test_train_overlap_32"] = val_train_overlap(train, test)["overlap"]
+    meta["test_val_overlap_32"] = val_train_overlap(val, test)["overlap"]
+    del train, val, test
     log.info(
         "tokenized data=%s in %.1f s; %.2f%% of its %d validation %d-token windows occur verbatim "
         "in training",
@@ -260,10 +290,9 @@ def load_blocks(
 ) -> LoadedBlocks:
     """Open a complete entry (memory-mapped); CacheDamagedError when a file is unusable."""
     expected = {
-        TRAIN_FILE: ((seq_len + 1,), token_dtype(vocab_size)),
-        VAL_FILE: ((seq_len + 1,), token_dtype(vocab_size)),
-        VAL_DOC_IDS_FILE: ((seq_len,), np.dtype(np.int32)),
+        blocks_file(split): ((seq_len + 1,), token_dtype(vocab_size)) for split in SPLIT_NAMES
     }
+    expected.update({doc_ids_file(split): ((seq_len,), np.dtype(np.int32)) for split in HELD_OUT})
     arrays: dict[str, np.ndarray] = {}
     for filename, (row_shape, dtype) in expected.items():
         # Memory-mapped and read-only: nothing is read until a batch touches it.
@@ -274,8 +303,21 @@ def load_blocks(
                 f"[n, {row_shape[0]}] {dtype}"
             )
         arrays[filename] = array
-    names = json.loads((directory / VAL_DOCS_FILE).read_text())
-    ids = arrays[VAL_DOC_IDS_FILE]
-    if len(ids) != len(arrays[VAL_FILE]) or not isinstance(names, list):
-        raise CacheDamagedError(f"{VAL_DOC_IDS_FILE} or {VAL_DOCS_FILE} does not match {VAL_FILE}")
-    return LoadedBlocks(arrays[TRAIN_FILE], arrays[VAL_FILE], ids, names, meta)
+    names: dict[str, list[str]] = {}
+    for split in HELD_OUT:
+        names[split] = json.loads((directory / docs_file(split)).read_text())
+        ids = arrays[doc_ids_file(split)]
+        if len(ids) != len(arrays[blocks_file(split)]) or not isinstance(names[split], list):
+            raise CacheDamagedError(
+                f"{doc_ids_file(split)} or {docs_file(split)} does not match {blocks_file(split)}"
+            )
+    return LoadedBlocks(
+        train=arrays[TRAIN_FILE],
+        val=arrays[VAL_FILE],
+        val_doc_ids=arrays[doc_ids_file("val")],
+        val_doc_names=names["val"],
+        test=arrays[blocks_file("test")],
+        test_doc_ids=arrays[doc_ids_file("test")],
+        test_doc_names=names["test"],
+        meta=meta,
+    )

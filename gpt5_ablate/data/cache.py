@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from filelock import FileLock, Timeout
 
 from gpt5_ablate.errors import InputError
+from gpt5_ablate.files import follow_umask
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,7 @@ def load_or_build(
         try:
             meta = build(tmp)
             write_marker(tmp, meta)
+            follow_umask(tmp)  # mkdtemp made it 0700: a shared cache_dir is readable by all
             os.replace(tmp, target)  # atomic: readers see no entry or a complete one
         finally:
             if tmp.exists():

@@ -53,6 +53,10 @@ class PreparedData:
     # val_doc_names of the validation document it belongs to (for per-document losses).
     val_block_doc_ids: np.ndarray
     val_doc_names: list[str]  # validation document keys (paths; shard paths for token_files)
+    # The WHOLE test split, held out like validation but scored only by the final pass.
+    test_blocks: np.ndarray  # [n_test_blocks, seq_len + 1], memory-mapped, read-only
+    test_block_doc_ids: np.ndarray  # [n_test_blocks, seq_len] int32, into test_doc_names
+    test_doc_names: list[str]
     # The periodic eval set: a fixed sample of validation blocks (seeded by the data key, not
     # the run seed, so every run of this data sees the same one), in memory.
     eval_blocks: np.ndarray
@@ -124,7 +128,7 @@ def prepare_data(
             "writable directory."
         ) from exc
 
-    # 1. The tokenizer (trained on the training split only, so validation stays unseen).
+    # 1. The tokenizer (trained on the training split only, so validation and test stay unseen).
     tokenizer_dir = root / "tokenizers" / builder.cache_name(corpus)
     (tokenizer, tokenizer_meta), _ = load_or_build(
         tokenizer_dir,
@@ -183,16 +187,20 @@ def prepare_data(
         }
     )
     log.info(
-        "data=%s: %d training / %d validation blocks of %d tokens (%d / %d documents), "
-        "%d eval blocks; %.2f%% of validation %d-token windows occur verbatim in training",
+        "data=%s: %d training / %d validation / %d test blocks of %d tokens (%d / %d / %d "
+        "documents), %d eval blocks; %.2f%% of validation and %.2f%% of test %d-token windows "
+        "occur verbatim in training",
         corpus.name,
         stats["n_train_blocks"],
         n_val,
+        stats["n_test_blocks"],
         seq_len + 1,
         stats["n_docs_train"],
         stats["n_docs_val"],
+        stats["n_docs_test"],
         stats["n_eval_blocks"],
         100 * stats["val_train_overlap_32"],
+        100 * stats["test_train_overlap_32"],
         stats["val_train_overlap_detail"]["window"],
     )
     return PreparedData(
@@ -205,6 +213,9 @@ def prepare_data(
         val_blocks=blocks.val,
         val_block_doc_ids=blocks.val_doc_ids,
         val_doc_names=blocks.val_doc_names,
+        test_blocks=blocks.test,
+        test_block_doc_ids=blocks.test_doc_ids,
+        test_doc_names=blocks.test_doc_names,
         eval_blocks=eval_blocks,
         eval_block_indices=eval_indices,
         cache_path=blocks_dir,
@@ -231,14 +242,20 @@ def _stats(
         "dtype": str(blocks.train.dtype),
         "n_docs_train": meta["n_docs_train"],
         "n_docs_val": meta["n_docs_val"],
+        "n_docs_test": meta["n_docs_test"],
         "n_train_tokens": meta["n_train_tokens"],  # all tokenized tokens, EOS included
         "n_val_tokens": meta["n_val_tokens"],
+        "n_test_tokens": meta["n_test_tokens"],
         "n_train_blocks": int(blocks.train.shape[0]),
         "n_val_blocks": int(blocks.val.shape[0]),  # all of them: val_blocks is the whole split
+        "n_test_blocks": int(blocks.test.shape[0]),
         # Share of validation 32-token windows (every 32 tokens, over the whole validation
         # split) found verbatim anywhere in the training stream: a leak detector.
         "val_train_overlap_32": meta["val_train_overlap_32"],
         "val_train_overlap_detail": meta["val_train_overlap_detail"],
+        # The same measure for the test split, against training and against validation.
+        "test_train_overlap_32": meta["test_train_overlap_32"],
+        "test_val_overlap_32": meta["test_val_overlap_32"],
         "split": meta["split"],  # near-duplicate groups of the split (local corpora)
         "tokenize_seconds": meta["tokenize_seconds"],
         "tokenizer_train_seconds": tokenizer_meta.get("train_seconds"),

@@ -1,4 +1,4 @@
-"""Deterministic train/validation splits: by document, or by group of near-duplicate documents.
+"""Deterministic train/validation/test splits: by document, or by group of near-duplicate documents.
 
 Every choice depends only on the document keys (through ``stable_int``, never Python's salted
 ``hash`` or file-system order), so every run and every process sees the same split.
@@ -15,77 +15,94 @@ from gpt5_ablate.data.neardup import UnionFind, near_duplicate_groups
 from gpt5_ablate.errors import InputError
 
 # Part of every corpus fingerprint: bump it when the grouping or the split rule changes, so the
-# tokenizers and blocks cached for the old split are not reused.
-SPLIT_FORMAT = 2
+# tokenizers and blocks cached for the old split are not reused. 3: a test split apart from
+# validation.
+SPLIT_FORMAT = 3
+SPLIT_NAMES = ("train", "val", "test")
 _DIGITS = re.compile(r"\d+")
 
 
-def _hash_order(keys: Sequence[str]) -> list[int]:
-    return sorted(range(len(keys)), key=lambda i: (stable_int(keys[i]), keys[i]))
-
-
-def _check_enough(n: int, what: str) -> None:
-    if n < 2:
+def _check_enough(n: int, needed: int, what: str) -> None:
+    if n < needed:
         raise InputError(
-            f"{what} has {n} document(s), but at least 2 are needed to hold out whole documents "
-            "for validation; add more documents (or raise data.max_docs)."
+            f"{what} has {n} document(s), but at least {needed} are needed to hold out whole "
+            "documents for validation and test; add more documents (or raise data.max_docs)."
         )
 
 
-def split_by_document(keys: Sequence[str], val_fraction: float, what: str) -> list[bool]:
-    """Mark each document as validation (True) or training (False).
+def _wanted(fraction: float, n: int, most: int) -> int:
+    """``round(fraction * n)`` documents, at least one, at most ``most``; 0 for no share."""
+    return min(most, max(1, round(fraction * n))) if fraction > 0 else 0
+
+
+def split_by_document(
+    keys: Sequence[str], val_fraction: float, what: str, test_fraction: float = 0.0
+) -> list[str]:
+    """Label each document ``"train"``, ``"val"`` or ``"test"``.
 
     The ``round(val_fraction * n)`` documents whose key has the smallest stable hash go to
-    validation: exactly the requested share, and never an empty side once there are two.
+    validation, the next ``round(test_fraction * n)`` to test: exactly the requested shares,
+    and never an empty split.
     """
-    n = len(keys)
-    _check_enough(n, what)
-    n_val = min(n - 1, max(1, round(val_fraction * n)))
-    held_out = set(_hash_order(keys)[:n_val])
-    return [i in held_out for i in range(n)]
+    return split_by_group(keys, list(range(len(keys))), val_fraction, what, test_fraction)
 
 
 def split_by_group(
-    keys: Sequence[str], groups: Sequence[int], val_fraction: float, what: str
-) -> list[bool]:
-    """Like :func:`split_by_document`, but every group goes wholly to one side.
+    keys: Sequence[str],
+    groups: Sequence[int],
+    val_fraction: float,
+    what: str,
+    test_fraction: float = 0.0,
+) -> list[str]:
+    """Like :func:`split_by_document`, but every group goes wholly to one split.
 
     ``groups[i]`` labels document i's group. Groups are visited in the stable-hash order of
     their key (the smallest member key) and taken into validation while they fit in the
-    ``round(val_fraction * n)`` documents wanted; a group too big to fit stays in training, so
-    validation never overshoots. With every group a single document this is exactly
+    ``round(val_fraction * n)`` documents wanted; a group too big to fit is passed over, so
+    validation never overshoots. Test is then filled the same way from the groups left, so
+    adding a test split leaves validation as it was (up to the last groups in hash order, kept
+    free so no split is empty). With every group a single document this is exactly
     :func:`split_by_document`.
     """
     n = len(keys)
-    _check_enough(n, what)
+    n_splits = 3 if test_fraction > 0 else 2
+    _check_enough(n, n_splits, what)
     members: dict[int, list[int]] = {}
     for i, g in enumerate(groups):
         members.setdefault(g, []).append(i)
-    if len(members) < 2:
+    if len(members) < n_splits:
         raise InputError(
-            f"{what}: all {n} documents are near-duplicates of each other (one group), so no "
-            "validation document can be held out without its copies in training; add "
+            f"{what}: its {n} documents form only {len(members)} group(s) of near-duplicates, so "
+            f"{n_splits - 1} held-out split(s) cannot be made without copies in training; add "
             "different documents, or raise data.near_dup_threshold (1.0: only exact copies of "
             "each other's lines) or set it to null to split document by document."
         )
     group_keys = {g: min(keys[i] for i in idx) for g, idx in members.items()}
     order = sorted(members, key=lambda g: (stable_int(group_keys[g]), group_keys[g]))
-    wanted = min(n - 1, max(1, round(val_fraction * n)))
-    is_val = [False] * n
-    taken = 0
-    for g in order:
-        if taken + len(members[g]) <= wanted:
+    label = ["train"] * n
+    n_val = _wanted(val_fraction, n, n - n_splits + 1)
+    n_test = _wanted(test_fraction, n, n - n_val - 1)
+    for split, wanted, reserved in (("val", n_val, n_splits - 1), ("test", n_test, 1)):
+        if wanted == 0:
+            continue
+        # The last free groups in hash order stay free for the splits still to be filled
+        # (training, and test after validation), so no split ends up empty.
+        free = [g for g in order if label[members[g][0]] == "train"]
+        candidates = free[: len(free) - reserved]
+        taken = 0
+        for g in candidates:
+            if taken + len(members[g]) <= wanted:
+                for i in members[g]:
+                    label[i] = split
+                taken += len(members[g])
+            if taken == wanted:
+                break
+        if taken == 0:
+            # Every group is bigger than the share wanted: hold out the smallest one instead.
+            g = min(candidates, key=lambda g: len(members[g]))
             for i in members[g]:
-                is_val[i] = True
-            taken += len(members[g])
-        if taken == wanted:
-            break
-    if taken == 0:
-        # Every group is bigger than the share wanted: hold out the smallest one instead.
-        g = min(order, key=lambda g: len(members[g]))
-        for i in members[g]:
-            is_val[i] = True
-    return is_val
+                label[i] = split
+    return label
 
 
 def digit_family(key: str) -> str:

@@ -99,7 +99,7 @@ class MuonAdamWConfig(ComponentConfig):
     ns_steps: int = 5
     ns_dtype: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU (where bf16 matmuls are emulated)
     compile_ns: bool = True  # torch.compile Newton-Schulz on CUDA (CPU always runs it eagerly)
-    weight_decay: float = 0.0  # Muon's decoupled weight decay
+    weight_decay: float = 0.1  # Muon's decoupled decay: AdamW's coefficient on matrices
     lr_scale: float = 1.0  # multiplies every learning rate (for LR sweeps)
     adamw_lr: float = 3e-3  # embeddings, head, gains, biases
     adamw_betas: list[float] = field(default_factory=lambda: [0.9, 0.95])

@@ -1,8 +1,9 @@
 """Evaluation: next-token loss over held-out blocks, for one process and many alike.
 
 Two uses: the periodic eval on a fixed sample of validation blocks (cheap, every ``eval_every``
-steps), and the final pass over the entire validation split, which also sums the loss per
-validation document (the analysis bootstraps over documents to show evaluation-set noise).
+steps), and the final pass over the entire validation and test splits, which also sums the loss
+per document (the analysis bootstraps over documents to show evaluation-set noise) and, for
+test, per position in the sequence.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ class EvalResult:
     loss: float  # mean next-token cross-entropy, nats
     accuracy: float
     tokens: int
-    # Final pass only: per validation document, the summed loss (nats) and the token count.
+    # Final pass only: per document, the summed loss (nats) and the token count.
     doc_loss_sum: np.ndarray | None = field(default=None, repr=False)
     doc_tokens: np.ndarray | None = field(default=None, repr=False)
+    # With ``by_position``: per position 0..seq_len-1, the summed loss (nats) and token count.
+    pos_loss_sum: np.ndarray | None = field(default=None, repr=False)
+    pos_tokens: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def perplexity(self) -> float:
@@ -44,9 +48,11 @@ def evaluate(
     dist: DistContext | None = None,
     doc_ids: np.ndarray | None = None,
     n_docs: int = 0,
+    by_position: bool = False,
 ) -> EvalResult:
     """Score ``blocks`` [n, seq_len + 1]; with ``doc_ids`` [n, seq_len] (the document of each
-    target token) also the loss per document.
+    target token) also the loss per document; with ``by_position`` also the loss per position
+    of the target in the sequence.
 
     Under torchrun every rank scores a contiguous share and the sums are added, so the result
     equals a single process's. Every rank runs the same number of forward passes (a rank with no
@@ -60,6 +66,8 @@ def evaluate(
     sums = torch.zeros(3, dtype=torch.float64, device=runtime.device)  # loss, correct, tokens
     per_doc = doc_ids is not None
     doc_sums = torch.zeros(2, max(n_docs, 1), dtype=torch.float64, device=runtime.device)
+    seq_len = blocks.shape[1] - 1
+    pos_sums = torch.zeros(2, seq_len, dtype=torch.float64, device=runtime.device)
     was_training = model.training
     model.eval()
     for i in range(n_batches):
@@ -82,10 +90,16 @@ def evaluate(
             ids = torch.from_numpy(np.asarray(doc_ids[rows], dtype=np.int64)).to(runtime.device)
             doc_sums[0].index_add_(0, ids.flatten(), token_loss)
             doc_sums[1].index_add_(0, ids.flatten(), torch.ones_like(token_loss))
+        if by_position:
+            pos_sums[0] += token_loss.view(targets.shape).sum(dim=0)
+            pos_sums[1] += targets.shape[0]
     model.train(was_training)
     loss_sum, correct, n_tokens = dist.sum_(sums).tolist()
     result = EvalResult(loss_sum / max(n_tokens, 1), correct / max(n_tokens, 1), int(n_tokens))
     if per_doc:
         doc_sums = dist.sum_(doc_sums).cpu().numpy()
         result.doc_loss_sum, result.doc_tokens = doc_sums[0][:n_docs], doc_sums[1][:n_docs]
+    if by_position:
+        pos_sums = dist.sum_(pos_sums).cpu().numpy()
+        result.pos_loss_sum, result.pos_tokens = pos_sums[0], pos_sums[1]
     return result

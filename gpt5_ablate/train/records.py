@@ -8,28 +8,43 @@ the final evaluation and sampling.
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 
 from gpt5_ablate.config import flatten
 from gpt5_ablate.secrets import redact_uri
 from gpt5_ablate.train import tracking as tr
-from gpt5_ablate.train.evaluate import evaluate
+from gpt5_ablate.train.evaluate import EvalResult, evaluate
 from gpt5_ablate.train.samples import samples_file_text
 
 if TYPE_CHECKING:
     from gpt5_ablate.train.trainer import Trainer
 
 log = logging.getLogger("gpt5_ablate")
-PER_DOCUMENT_FILE = "per_document.csv"
+PER_DOCUMENT_FILE = "per_document.csv"  # the TEST split's per-document losses
+PER_DOCUMENT_VAL_FILE = "per_document_val.csv"
+LOSS_BY_POSITION_FILE = "loss_by_position.csv"  # test loss per position in the sequence
+POSITION_BINS = 4  # equal-width position bins logged as final/test_loss_pos_{lo}_{hi}
 # PreparedData.stats entries recorded as params (data quality facts the analysis reports).
-DATA_STATS = ("val_train_overlap_32", "n_train_tokens", "n_val_tokens", "n_docs_val")
+DATA_STATS = (
+    "val_train_overlap_32",
+    "n_train_tokens",
+    "n_val_tokens",
+    "n_docs_val",
+    "test_train_overlap_32",
+    "test_val_overlap_32",
+    "n_test_tokens",
+    "n_docs_test",
+    "n_test_blocks",
+)
 
 
 @dataclass
@@ -43,7 +58,8 @@ class TrainResult:
     final_eval: dict[str, float]  # the last periodic eval (the fixed eval sample)
     first_eval: dict[str, float]
     unigram_loss: float
-    full_eval: dict[str, float] = field(default_factory=dict)  # the entire validation split
+    # The entire validation split (loss, ...) and the entire test split (test_loss, ...).
+    full_eval: dict[str, float] = field(default_factory=dict)
     skipped_steps: int = 0
     tracking_problems: list[str] = field(default_factory=list)
 
@@ -181,10 +197,12 @@ class RunRecorder:
     # --- the end ------------------------------------------------------------------------------
 
     def final_pass(self) -> dict[str, float]:
-        """One pass over the entire validation split: ``final/*`` metrics and the per-document
-        losses the analysis bootstraps over."""
+        """One pass over the entire validation split and, unless this is an LR-selection run,
+        one over the entire test split: ``final/val_*`` and ``final/test_*`` metrics, the
+        per-document losses the analysis bootstraps over, and the test loss by position.
+        Returns the validation metrics plus the test ones prefixed ``test_``."""
         t, data = self.trainer, self.trainer.prepared
-        result = evaluate(
+        val = evaluate(
             t.model,
             data.val_blocks,
             t.config.eval_batch_size,
@@ -193,20 +211,43 @@ class RunRecorder:
             doc_ids=data.val_block_doc_ids,
             n_docs=len(data.val_doc_names),
         )
-        full = {**result.metrics(), "tokens": float(result.tokens)}
-        self.log({f"final/val_{k}": v for k, v in full.items()}, t.plan.total_steps)
-        if t.dist.is_main and result.doc_loss_sum is not None:
+        val_full = {**val.metrics(), "tokens": float(val.tokens)}
+        metrics = {f"final/val_{k}": v for k, v in val_full.items()}
+        # Selection runs (phase=select) never look at test: rates are chosen on validation and
+        # reported on a split no choice has seen (and selection runs finish sooner).
+        test = None
+        if str(t.plan.cfg.get("phase", "report")) != "select":
+            test = evaluate(
+                t.model,
+                data.test_blocks,
+                t.config.eval_batch_size,
+                t.runtime,
+                t.dist,
+                doc_ids=data.test_block_doc_ids,
+                n_docs=len(data.test_doc_names),
+                by_position=True,
+            )
+            assert test.pos_loss_sum is not None and test.pos_tokens is not None
+            test_full = {**test.metrics(), "tokens": float(test.tokens)}
+            metrics |= {f"final/test_{k}": v for k, v in test_full.items()}
+            metrics |= position_bins(test.pos_loss_sum, test.pos_tokens, POSITION_BINS)
+        self.log(metrics, t.plan.total_steps)
+        scored = f"final pass: validation loss {val.loss:.4f} ({val.tokens:,} tokens)"
+        log.info(scored if test is None else f"{scored}, test loss {test.loss:.4f} "
+                 f"({test.tokens:,} tokens)")  # fmt: skip
+        if t.dist.is_main:
             out = t.run_dir / "eval"
             out.mkdir(exist_ok=True)
-            with (out / PER_DOCUMENT_FILE).open("w", newline="") as file:
-                writer = csv.writer(file)
-                writer.writerow(["document", "tokens", "loss_sum"])
-                for name, n, total in zip(
-                    data.val_doc_names, result.doc_tokens, result.doc_loss_sum, strict=True
-                ):
-                    if n > 0:
-                        writer.writerow([name, int(n), f"{total:.6f}"])
-        return full
+            _write_per_document(out / PER_DOCUMENT_VAL_FILE, data.val_doc_names, val)
+            if test is not None:
+                # Reported numbers read the test split, which no choice (early stopping, picking
+                # arms by validation loss) has seen; validation's file is kept for comparison.
+                _write_per_document(out / PER_DOCUMENT_FILE, data.test_doc_names, test)
+                _write_loss_by_position(out / LOSS_BY_POSITION_FILE, test)
+        if test is None:
+            return val_full
+        test_full = {**test.metrics(), "tokens": float(test.tokens)}
+        return val_full | {f"test_{k}": v for k, v in test_full.items()}
 
     def finish(self, full_eval: dict[str, float]) -> TrainResult:
         t = self.trainer
@@ -258,6 +299,38 @@ class RunRecorder:
         self.problems = tracker.finish(status)
         for problem in self.problems:
             log.warning(f"warning: {problem}")
+
+
+def _write_per_document(path: Path, names: list[str], result: EvalResult) -> None:
+    assert result.doc_tokens is not None and result.doc_loss_sum is not None
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["document", "tokens", "loss_sum"])
+        for name, n, total in zip(names, result.doc_tokens, result.doc_loss_sum, strict=True):
+            if n > 0:
+                writer.writerow([name, int(n), f"{total:.6f}"])
+
+
+def _write_loss_by_position(path: Path, result: EvalResult) -> None:
+    assert result.pos_loss_sum is not None and result.pos_tokens is not None
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["position", "tokens", "loss"])
+        for position, (n, total) in enumerate(
+            zip(result.pos_tokens, result.pos_loss_sum, strict=True)
+        ):
+            writer.writerow([position, int(n), f"{total / max(n, 1):.6f}"])
+
+
+def position_bins(loss_sum: np.ndarray, tokens: np.ndarray, n_bins: int) -> dict[str, float]:
+    """Mean test loss over ``n_bins`` equal-width position ranges: ``final/test_loss_pos_{lo}_{hi}``
+    (``hi`` exclusive). Token-weighted, the bins average back to ``final/test_loss``."""
+    edges = np.linspace(0, len(loss_sum), n_bins + 1).round().astype(int)
+    return {
+        f"final/test_loss_pos_{lo}_{hi}": float(loss_sum[lo:hi].sum() / max(tokens[lo:hi].sum(), 1))
+        for lo, hi in itertools.pairwise(edges.tolist())
+        if hi > lo
+    }
 
 
 def model_accounting(model: torch.nn.Module, seq_len: int) -> dict[str, int]:

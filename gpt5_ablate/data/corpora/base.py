@@ -1,4 +1,5 @@
-"""What every corpus is: a fixed, ordered document collection with a deterministic split.
+"""What every corpus is: a fixed, ordered document collection with a deterministic split into
+training, validation (periodic and final evaluation) and test (final evaluation only).
 
 Two kinds of corpus feed ``prepare_data``:
 
@@ -25,11 +26,11 @@ import numpy as np
 from datasets import Dataset
 
 from gpt5_ablate.data.hashing import stable_hash
-from gpt5_ablate.data.split import SPLIT_FORMAT, document_groups, split_by_group
+from gpt5_ablate.data.split import SPLIT_FORMAT, SPLIT_NAMES, document_groups, split_by_group
 from gpt5_ablate.errors import ConfigError, InputError
 from gpt5_ablate.registry import Component, ComponentConfig
 
-SPLITS = ("train", "val")
+SPLITS = SPLIT_NAMES  # ("train", "val", "test")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -42,6 +43,19 @@ def check_val_fraction(group_name: str, value: float) -> None:
             f"data.val_fraction={value} is invalid for data={group_name}: it is the fraction of "
             "documents held out for validation and must lie strictly between 0 and 1 "
             "(e.g. 0.05)."
+        )
+
+
+def check_split_fractions(group_name: str, val_fraction: float, test_fraction: float) -> None:
+    """Validation and test each take a share of the documents; training keeps the rest."""
+    check_val_fraction(group_name, val_fraction)
+    if not 0.0 < test_fraction < 1.0 or not val_fraction + test_fraction < 1.0:
+        raise ConfigError(
+            f"data.test_fraction={test_fraction} is invalid for data={group_name} with "
+            f"data.val_fraction={val_fraction}: test_fraction is the fraction of documents held "
+            "out for the final test evaluation; it must lie strictly between 0 and 1 and "
+            "val_fraction + test_fraction must stay below 1 so training keeps documents "
+            "(e.g. val_fraction=0.05 test_fraction=0.05)."
         )
 
 
@@ -73,6 +87,7 @@ class LocalCorpusConfig(ComponentConfig):
     """Settings every local text corpus shares: the split and the near-duplicate grouping."""
 
     val_fraction: float = 0.05  # share of documents held out for validation
+    test_fraction: float = 0.05  # share held out for the final test evaluation, apart from val
     max_docs: int | None = None  # the first N documents of the fixed order; None: all
     # Documents sharing at least this share of the smaller one's distinctive lines go to the
     # same side of the split (1.0: only when all of them are shared); None: split per document.
@@ -82,7 +97,7 @@ class LocalCorpusConfig(ComponentConfig):
     group_numbered_files: bool = True
 
     def validate(self, ctx: Any = None) -> None:
-        check_val_fraction(self.name, self.val_fraction)
+        check_split_fractions(self.name, self.val_fraction, self.test_fraction)
         check_max_docs(self.name, "max_docs", self.max_docs)
         threshold = self.near_dup_threshold
         if threshold is not None and not 0.0 < threshold <= 1.0:
@@ -157,7 +172,7 @@ class TextCorpus(Corpus):
             yield from batch["text"]
 
     def keys(self, split: str) -> list[str]:
-        """Document keys of ``split``, in the fixed order (the names of validation documents)."""
+        """Document keys of ``split``, in the fixed order (the names of held-out documents)."""
         return list(self.dataset(split)["key"])
 
 
@@ -189,11 +204,13 @@ class LocalCorpus(TextCorpus):
                 self.cfg.near_dup_threshold,
                 self.cfg.group_numbered_files,
             )
-            is_val = split_by_group(keys, groups, self.cfg.val_fraction, f"data={self.name}")
+            labels = split_by_group(
+                keys, groups, self.cfg.val_fraction, f"data={self.name}", self.cfg.test_fraction
+            )
             self._split_info = {**info, "split_seconds": round(time.perf_counter() - start, 3)}
             self._splits = {
-                "train": [doc for doc, val in zip(docs, is_val, strict=True) if not val],
-                "val": [doc for doc, val in zip(docs, is_val, strict=True) if val],
+                split: [doc for doc, label in zip(docs, labels, strict=True) if label == split]
+                for split in SPLITS
             }
         return self._splits
 

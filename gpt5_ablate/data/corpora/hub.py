@@ -8,7 +8,8 @@ from typing import Any
 
 from datasets import Dataset
 
-from gpt5_ablate.data.corpora.base import TextCorpus, check_max_docs, check_val_fraction
+from gpt5_ablate.data.corpora.base import TextCorpus, check_max_docs, check_split_fractions
+from gpt5_ablate.data.hashing import stable_int
 from gpt5_ablate.data.hub import require_hub
 from gpt5_ablate.data.registry import DATA
 from gpt5_ablate.data.split import split_by_document
@@ -61,12 +62,16 @@ class TinyStoriesConfig(ComponentConfig):
 
 @DATA.register("tinystories", TinyStoriesConfig)
 class TinyStoriesCorpus(HubCorpus):
-    """roneneldan/TinyStories; its own train/validation splits are already split by story."""
+    """roneneldan/TinyStories; its own train/validation splits are already split by story.
+
+    The hub's validation split is halved for validation and test: a story whose key has an odd
+    stable hash is a test story (deterministic, about half of them).
+    """
 
     cfg: TinyStoriesConfig
 
     def _load(self, split: str) -> Dataset:
-        hub_split = {"train": "train", "val": "validation"}[split]
+        hub_split = {"train": "train", "val": "validation", "test": "validation"}[split]
         limit = self.cfg.max_docs if split == "train" else self.cfg.max_val_docs
         if limit is None:
             from datasets import load_dataset
@@ -74,11 +79,16 @@ class TinyStoriesCorpus(HubCorpus):
             full = load_dataset(self.cfg.path, split=hub_split, revision=self.cfg.revision)
             texts = full.select_columns(["text"])
             # Stories have no id: their position in the split names them.
-            return texts.add_column("key", [f"{hub_split}/{i}" for i in range(len(texts))])
-        texts = [row["text"] for row in self._stream(hub_split, limit)]
-        return Dataset.from_dict(
-            {"key": [f"{hub_split}/{i}" for i in range(len(texts))], "text": texts}
-        )
+            docs = texts.add_column("key", [f"{hub_split}/{i}" for i in range(len(texts))])
+        else:
+            texts = [row["text"] for row in self._stream(hub_split, limit)]
+            docs = Dataset.from_dict(
+                {"key": [f"{hub_split}/{i}" for i in range(len(texts))], "text": texts}
+            )
+        if split == "train":
+            return docs
+        want_test = split == "test"
+        return docs.filter(lambda key: (stable_int(key) % 2 == 1) == want_test, input_columns="key")
 
 
 @dataclass
@@ -89,10 +99,11 @@ class FineWebEduConfig(ComponentConfig):
     revision: str | None = None
     max_docs: int = 20_000  # the first N documents of the stream (required: the set is 10B tokens)
     val_fraction: float = 0.05
+    test_fraction: float = 0.05  # held out for the final test evaluation, apart from val
     probe_timeout: float = 3.0
 
     def validate(self, ctx: Any = None) -> None:
-        check_val_fraction(self.name, self.val_fraction)
+        check_split_fractions(self.name, self.val_fraction, self.test_fraction)
         if self.max_docs is None:
             raise ConfigError(
                 "data.max_docs=null is invalid for data=fineweb_edu: the sample holds about 10B "
@@ -120,8 +131,8 @@ class FineWebEduCorpus(HubCorpus):
             rows = self._stream("train", self.cfg.max_docs, subset=self.cfg.subset)
             self._rows = [(str(row.get("id", i)), row["text"]) for i, row in enumerate(rows)]
         keys = [key for key, _ in self._rows]
-        is_val = split_by_document(keys, self.cfg.val_fraction, f"data={self.name}")
-        chosen = [
-            row for row, val in zip(self._rows, is_val, strict=True) if val == (split == "val")
-        ]
+        labels = split_by_document(
+            keys, self.cfg.val_fraction, f"data={self.name}", self.cfg.test_fraction
+        )
+        chosen = [row for row, label in zip(self._rows, labels, strict=True) if label == split]
         return Dataset.from_dict({"key": [k for k, _ in chosen], "text": [t for _, t in chosen]})

@@ -8,7 +8,11 @@ document preceded by the GPT-2 ``<|endoftext|>`` token.
 There is no text, so no tokenizer can be trained: the ids must be those of the configured
 pretrained tokenizer (e.g. ``tokenizer=hub tokenizer.pretrained_name=gpt2`` for llm.c's
 FineWeb shards), which is only loaded, and whose vocabulary must fit in uint16. Shards are
-memory-mapped, never read into memory whole; each shard counts as one validation "document".
+memory-mapped, never read into memory whole; each shard counts as one held-out "document".
+
+Test split: the shards matched by ``test_patterns``; when it is empty (the default, as llm.c
+writes a single validation shard), the validation shards' token stream is cut in half: the
+first half (in sorted path order) stays validation, the second half is the test split.
 """
 
 from __future__ import annotations
@@ -75,6 +79,8 @@ class TokenFilesConfig(ComponentConfig):
         default_factory=lambda: ["data/fineweb10B/fineweb_train_*.bin"]
     )
     val_patterns: list[str] = field(default_factory=lambda: ["data/fineweb10B/fineweb_val_*.bin"])
+    # Shards for the final test evaluation; empty: the second half of the validation tokens.
+    test_patterns: list[str] = field(default_factory=list)
     max_train_shards: int | None = None  # the first N training shards (sorted); None: all
 
     def validate(self, ctx: Any = None) -> None:
@@ -99,6 +105,13 @@ class TokenFilesConfig(ComponentConfig):
                 f"{min(train & val)} matches both data.train_patterns and data.val_patterns; "
                 "a shard must be on one side only."
             )
+        if self.test_patterns:
+            test = {p.resolve() for p in match_files(self.test_patterns, "test_patterns")}
+            if test & (train | val):
+                raise ConfigError(
+                    f"{min(test & (train | val))} matches data.test_patterns and also "
+                    "data.train_patterns or data.val_patterns; a shard must be in one split only."
+                )
 
 
 @DATA.register("token_files", TokenFilesConfig)
@@ -111,7 +124,10 @@ class TokenFilesCorpus(TokenCorpus):
         return None  # local files; a missing match is reported by validate()
 
     def files(self, split: str) -> list[Path]:
-        if split == "val":
+        """The shards a split reads (for test without test_patterns: the validation shards)."""
+        if split == "test" and self.cfg.test_patterns:
+            return match_files(self.cfg.test_patterns, "test_patterns")
+        if split in ("val", "test"):
             return match_files(self.cfg.val_patterns, "val_patterns")
         files = match_files(self.cfg.train_patterns, "train_patterns")
         return files[: self.cfg.max_train_shards]
@@ -123,9 +139,29 @@ class TokenFilesCorpus(TokenCorpus):
                 (str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns)
                 for p in self.files(split)
             ]
-            for split in ("train", "val")
+            for split in ("train", "val", "test")
         }
         return {"cfg": asdict(self.cfg), "files": files}
 
     def streams(self, split: str) -> list[tuple[str, np.ndarray]]:
-        return [(str(path), read_shard(path)) for path in self.files(split)]
+        streams = [(str(path), read_shard(path)) for path in self.files(split)]
+        if split == "train" or self.cfg.test_patterns:
+            return streams
+        return _half_of_stream(streams, second=split == "test")
+
+
+def _half_of_stream(
+    streams: list[tuple[str, np.ndarray]], second: bool
+) -> list[tuple[str, np.ndarray]]:
+    """The first or second half (by tokens) of the concatenated ``streams``, as slices of them:
+    one cut, so at most the one shard it falls in is shared by validation and test."""
+    cut = sum(len(tokens) for _, tokens in streams) // 2
+    half, start = [], 0
+    for name, tokens in streams:
+        lo, hi = (
+            (max(cut - start, 0), len(tokens)) if second else (0, min(cut - start, len(tokens)))
+        )
+        if hi > lo:
+            half.append((name, tokens[lo:hi]))
+        start += len(tokens)
+    return half

@@ -1,0 +1,215 @@
+"""The scale ladder: the protocol's LR selection and optimizer comparison at several model sizes.
+
+Each size is its own fair comparison (its own LR grids on the selection seed, then fresh report
+seeds at the chosen rates); what the ladder adds is the trend across sizes, which
+``gpt5_ablate.analysis.ladder`` turns into compute multipliers. A size's work for one optimizer
+is a *chain*: its grids in the order listed (a later grid, e.g. Muon's AdamW-side rate, runs at
+the best rates found so far), then its report seeds. Chains of different sizes and optimizers
+do not depend on each other, so up to ``parallel_runs`` of them train at once, each run one
+process (on CPU one thread each; on a GPU several small runs share the device). The context
+set (window x sinks at a long context) runs after the chain whose rates it borrows.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gpt5_ablate.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gpt5_ablate.protocol import LrGrid, ProtocolConfig, Runner
+
+
+@dataclass
+class LadderSize:
+    name: str  # also the runs' model.name, so every run says which rung it is
+    overrides: list[str] = field(default_factory=list)  # the shape (layers, width, heads, batch)
+    # Grid centres for this size, "<optimizer>:<key>" -> rate; unnamed ones use the grid's centre.
+    centers: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ContextSet:
+    """Factors that act only at long range (sliding windows, sinks), at a context several times
+    the window, on one ladder size at that size's selected rates."""
+
+    size: str
+    optimizer: str = "muon_adamw"
+    overrides: list[str] = field(default_factory=list)  # e.g. model.max_seq_len=512 window.size=128
+    design: dict[str, list[str]] = field(default_factory=dict)  # factor -> levels
+    seeds: list[int] = field(default_factory=lambda: [1, 2])
+
+
+def check_ladder(protocol: ProtocolConfig) -> None:
+    """Refuse a ladder that cannot run, before any training."""
+    names = [s.name for s in protocol.sizes]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"protocol {protocol.name}: ladder size names repeat: {names}.")
+    optimizers = {g.optimizer for g in protocol.lr_grids}
+    for size in protocol.sizes:
+        for key in size.centers:
+            opt, _, rate_key = key.partition(":")
+            if not any(g.optimizer == opt and g.key == rate_key for g in protocol.lr_grids):
+                valid = ", ".join(f"{g.optimizer}:{g.key}" for g in protocol.lr_grids)
+                raise ConfigError(
+                    f"protocol {protocol.name}: size {size.name} has a centre for {key!r}, which "
+                    f"no lr grid searches. Valid keys: {valid}."
+                )
+    context = protocol.context
+    if context is not None:
+        if context.size not in names:
+            raise ConfigError(
+                f"protocol {protocol.name}: context.size={context.size!r} is not a ladder size. "
+                f"Valid choices: {', '.join(names)}."
+            )
+        if context.optimizer not in optimizers:
+            raise ConfigError(
+                f"protocol {protocol.name}: context.optimizer={context.optimizer!r} has no lr "
+                f"grid. Valid choices: {', '.join(sorted(optimizers))}."
+            )
+
+
+class Ladder:
+    """Runs every chain of a ladder protocol and collects what ``protocol.json`` records."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.protocol = runner.protocol
+        self.slots = threading.Semaphore(max(1, self.protocol.parallel_runs))
+        self.sizes: dict[str, dict[str, Any]] = {
+            s.name: _size_record(s) for s in self.protocol.sizes
+        }
+        self.lock = threading.Lock()
+
+    def run(self, stages: set[str]) -> dict[str, Any]:
+        p = self.protocol
+        chains: dict[tuple[str, str], Future[None]] = {}
+        # Largest sizes first: their runs are the longest, so they should not be left for last.
+        with ThreadPoolExecutor(max_workers=2 * len(p.sizes) * len(self._optimizers()) + 8) as pool:
+            for size in reversed(p.sizes):
+                for optimizer in self._optimizers():
+                    chains[size.name, optimizer] = pool.submit(self._chain, size, optimizer, stages)
+            context_futures = []
+            if p.context is not None and "context" in stages:
+                context_futures = self._submit_context(pool, chains)
+            for future in [*chains.values(), *context_futures]:
+                future.result()  # re-raises a failed sweep
+        summary: dict[str, Any] = {"sizes": [self.sizes[s.name] for s in p.sizes]}
+        if p.context is not None and "context" in stages:
+            summary["context"] = {
+                "sweep_id": self.runner.sweep_id("context"),
+                "size": p.context.size,
+                "overrides": list(p.context.overrides),
+                **_context_shape(p.context.overrides),
+            }
+        return summary
+
+    def _optimizers(self) -> list[str]:
+        return list(dict.fromkeys(g.optimizer for g in self.protocol.lr_grids))
+
+    def _sweep(self, stage: str, overrides: list[str]) -> None:
+        with self.slots:
+            self.runner.sweep(stage, overrides, parallel=False)
+
+    def _chain(self, size: LadderSize, optimizer: str, stages: set[str]) -> None:
+        """Selection grids for one optimizer at one size, then its report seeds."""
+        from gpt5_ablate.protocol import select_rate
+
+        record = self.sizes[size.name]
+        base = [*size.overrides, f"model.name={size.name}", f"optimizer={optimizer}"]
+        chosen: dict[str, float] = {}
+        for grid in (g for g in self.protocol.lr_grids if g.optimizer == optimizer):
+            center = size.centers.get(f"{optimizer}:{grid.key}", grid.center)
+            if "select" not in stages:
+                chosen[grid.key] = center
+                continue
+            stage = f"select-{size.name}-{optimizer}-{grid.key.rsplit('.', 1)[-1]}"
+            fixed = [*base, *(f"{k}={v}" for k, v in chosen.items())]
+            selection = select_rate(
+                self.runner, _recentred(grid, center), stage, fixed, self._sweep
+            )
+            chosen[grid.key] = selection["best"]
+            with self.lock:
+                record["selections"].append({"size": size.name, **selection})
+                record["sweeps"][stage] = self.runner.sweep_id(stage)
+        with self.lock:
+            record["best_rates"][optimizer] = dict(chosen)
+        if "compare" in stages:
+            stage = f"compare-{size.name}"
+            seeds = ",".join(map(str, self.protocol.compare_seeds))
+            rates = [f"{k}={v}" for k, v in chosen.items()]
+            self._sweep(stage, [*base, *rates, f"seed={seeds}"])
+            with self.lock:
+                record["sweeps"]["compare"] = self.runner.sweep_id(stage)
+
+    def _submit_context(
+        self, pool: ThreadPoolExecutor, chains: dict[tuple[str, str], Future[None]]
+    ) -> list[Future[None]]:
+        context = self.protocol.context
+        assert context is not None
+        size = next(s for s in self.protocol.sizes if s.name == context.size)
+        dependency = chains[size.name, context.optimizer]
+
+        def arm(levels: list[str]) -> None:
+            dependency.result()
+            rates = self.sizes[size.name]["best_rates"][context.optimizer]
+            seeds = ",".join(map(str, context.seeds))
+            overrides = [
+                *size.overrides, f"model.name={size.name}", *context.overrides,
+                f"optimizer={context.optimizer}", *(f"{k}={v}" for k, v in rates.items()),
+                *levels, f"seed={seeds}",
+            ]  # fmt: skip
+            self._sweep("context", merge_overrides(overrides))
+
+        return [pool.submit(arm, levels) for levels in _arms(context.design)]
+
+
+def merge_overrides(overrides: list[str]) -> list[str]:
+    """One value per key, the last given winning (a context set's batch replaces its size's), in
+    first-seen order: Hydra refuses a key given twice."""
+    merged: dict[str, str] = {}
+    for item in overrides:
+        key = item.partition("=")[0]
+        merged.pop(key, None)
+        merged[key] = item
+    return list(merged.values())
+
+
+def _size_record(size: LadderSize) -> dict[str, Any]:
+    """What ``protocol.json`` records per size; the chains fill it in."""
+    return {
+        "name": size.name,
+        "overrides": list(size.overrides),
+        "sweeps": {},
+        "selections": [],
+        "best_rates": {},
+    }
+
+
+def _recentred(grid: LrGrid, center: float) -> LrGrid:
+    from dataclasses import replace
+
+    return replace(grid, center=center)
+
+
+def _arms(design: dict[str, list[str]]) -> list[list[str]]:
+    """Every combination of the design's levels, as override lists."""
+    arms: list[list[str]] = [[]]
+    for factor, levels in design.items():
+        arms = [[*arm, f"{factor}={level}"] for arm in arms for level in levels]
+    return arms
+
+
+def _context_shape(overrides: list[str]) -> dict[str, int]:
+    """The context length and window the context set's overrides name (for the report)."""
+    shape = {}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key == "model.max_seq_len":
+            shape["seq_len"] = int(value)
+        elif key == "window.size":
+            shape["window"] = int(value)
+    return shape
