@@ -4,8 +4,9 @@
     python experiments/update_readme.py --check    # exit 1 if README.md is out of date
 
 The section is copied from the protocol's own outputs (its LR bracket and wall times, and the
-verdict tables of its stage reports), so the README shows what the committed run measured and
-nothing typed by hand.
+verdict tables of its stage reports, with each factor's judgement and its sensitivity to the
+weight of gpt-oss), so the README shows what the committed run measured and nothing typed by
+hand.
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ def results_text() -> str:
         "Measured with `python -m gpt5_ablate.protocol name=cpu_hour "
         "tracking.uri=sqlite:///docs/results/cpu_hour/mlflow.db out=docs/results/cpu_hour` "
         "on this project's 2-core CPU machine; every file is in "
-        "[docs/results/cpu_hour/](docs/results/cpu_hour/).",
+        "[docs/results/cpu_hour/](docs/results/cpu_hour/). The MLflow store is not committed: "
+        "the same command with `stages=report` regenerates both reports from the committed "
+        "export ([docs/results/cpu_hour/export/](docs/results/cpu_hour/export/): every run's "
+        "final values, and per-document losses under `artifacts/`).",
         "",
         protocol.split("\n", 2)[2].strip().replace("## ", "#### "),
     ]

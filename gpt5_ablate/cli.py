@@ -12,6 +12,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -19,8 +20,14 @@ import gpt5_ablate.data
 import gpt5_ablate.model
 import gpt5_ablate.optim  # noqa: F401  (registers every component and its schema)
 from gpt5_ablate.config import register_configs
+from gpt5_ablate.config_errors import (
+    composition_done,
+    raise_composition_errors,
+    report_composition_error,
+)
 from gpt5_ablate.errors import REPORTED_ERRORS, TrainingInterrupted, exit_status
 from gpt5_ablate.factors import arm_name
+from gpt5_ablate.run_identity import run_hash
 from gpt5_ablate.secrets import (
     install_record_redaction,
     install_warning_redaction,
@@ -34,7 +41,11 @@ CONFIG_DIR = REPO_ROOT / "conf"
 log = logging.getLogger("gpt5_ablate")
 
 register_configs()
+if not OmegaConf.has_resolver("gpt5_ablate_run_hash"):
+    # The run dir's suffix: a hash of what can change the run's result (gpt5_ablate.run_identity).
+    OmegaConf.register_new_resolver("gpt5_ablate_run_hash", lambda *, _root_: run_hash(_root_))
 if not OmegaConf.has_resolver("gpt5_ablate_hash"):
+    # Run dirs named before run_hash hashed the override string: their saved hydra.yaml names it.
     OmegaConf.register_new_resolver(
         "gpt5_ablate_hash", lambda text: hashlib.sha1(str(text).encode()).hexdigest()[:8]
     )
@@ -46,10 +57,17 @@ if not OmegaConf.has_resolver("gpt5_ablate_arm"):
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(cfg: DictConfig) -> Any:
     """One run: its final eval metrics; in a sweep, a ``JobFailure`` for a reported error."""
-    from gpt5_ablate.train.hydra_callbacks import PARENT_RUN_ENV, SWEEP_ID_ENV, job_failed
+    from gpt5_ablate.train.finished import AlreadyFinished
+    from gpt5_ablate.train.hydra_callbacks import (
+        PARENT_RUN_ENV,
+        SWEEP_ID_ENV,
+        JobAlreadyFinished,
+        job_failed,
+    )
     from gpt5_ablate.train.plan import make_plan
     from gpt5_ablate.train.trainer import Trainer
 
+    composition_done()  # the config composed: Hydra reports errors its own way from here
     logging.captureWarnings(True)  # warnings reach the run's log file too
     register_secrets_in(str(cfg.tracking.uri))  # its password is never printed, even alone
     hydra_cfg = HydraConfig.get()
@@ -73,14 +91,26 @@ def main(cfg: DictConfig) -> Any:
         return job_failed(error, hydra_cfg)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for the run
         _summary(result, cfg)
+    if multirun and isinstance(result, AlreadyFinished):
+        # The sweep summary counts it as finished, and says it was not trained again.
+        return JobAlreadyFinished(result.final_eval, f"{run_dir.name}, MLflow run {result.run_id}")
     return result.final_eval
 
 
 def _summary(result: Any, cfg: DictConfig) -> None:
     """The run's outcome, on stdout and in the run's log file."""
+    from gpt5_ablate.train.finished import AlreadyFinished
+
     full = result.full_eval
+    if isinstance(result, AlreadyFinished):
+        headline = (
+            f"Already finished in {result.run_dir}: nothing was trained or logged again (to "
+            "train it again from step 0, add trainer.resume=false). It trained "
+        )
+    else:
+        headline = "Done: "
     lines = [
-        f"Done: {result.steps} steps, {result.tokens:,} tokens in {result.elapsed_s:.0f}s. "
+        f"{headline}{result.steps} steps, {result.tokens:,} tokens in {result.elapsed_s:.0f}s. "
         f"val loss {result.first_eval.get('loss', float('nan')):.3f} -> "
         f"{result.final_eval['loss']:.3f} (unigram baseline {result.unigram_loss:.3f}); "
         f"full validation split: loss {full.get('loss', float('nan')):.3f}, "
@@ -142,8 +172,12 @@ def run() -> None:
     install_record_redaction()
     install_warning_redaction()
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    raise_composition_errors()  # a mistyped key gets "did you mean", not Hydra's "+key" hint
     try:
         main()
+    except HydraException as error:  # raised only while composing (see config_errors)
+        composition_done()
+        sys.exit(report_composition_error(error, sys.argv[1:]))
     except TrainingInterrupted:  # a sweep stopped by a signal (single runs exit in main)
         sys.exit(130)
     finally:

@@ -1,6 +1,7 @@
 """Command line: turn an MLflow experiment into a Markdown ablation report.
 
     python -m gpt5_ablate.report experiment=quick tracking.uri=sqlite:///mlflow.db out=reports/quick
+    python -m gpt5_ablate.report source=docs/results/cpu_hour/export sweep=<id> out=...
 
 Arguments are ``key=value`` pairs (the training CLI's spelling), parsed by
 :func:`gpt5_ablate.cli_args.parse_key_values`; ``--help`` lists them and ``--cfg job`` prints the
@@ -52,9 +53,41 @@ class ReportArgs:
     include_unfinished: bool = field(
         default=False, metadata={"help": "also analyse FAILED/KILLED/RUNNING runs"}
     )
-    metric: Literal["final_val_loss", "best_val_loss"] = field(
-        default="final_val_loss",
-        metadata={"help": "final_val_loss (full split where logged) or best_val_loss"},
+    metric: Literal["final_loss", "final_val_loss", "best_val_loss"] = field(
+        default="final_loss",
+        metadata={
+            "help": "final_loss (held-out test split where every run logged it, else the full "
+            "validation split), final_val_loss (validation split) or best_val_loss"
+        },
+    )
+    source: Path | None = field(
+        default=None,
+        metadata={
+            "help": "read an export directory (export.json, runs.csv, per-document CSVs) "
+            "instead of MLflow; experiment and tracking.uri are then ignored"
+        },
+    )
+    export: Path | None = field(
+        default=None,
+        metadata={"help": "also write the analysed experiment as an export directory here"},
+    )
+    w_openai: float = field(
+        default=4.0, metadata={"help": "judgement: weight of OpenAI's gpt-oss vote"}
+    )
+    posterior_threshold: float = field(
+        default=0.6,
+        metadata={"help": "judgement: posterior share a level needs to be 'most consistent'"},
+    )
+    measured_votes: float = field(
+        default=2.0,
+        metadata={"help": "judgement: votes a replicated measured effect adds (its bound)"},
+    )
+    min_sizes: int = field(
+        default=3, metadata={"help": "judgement: sizes a measured effect must hold at"}
+    )
+    min_compute_span: float = field(
+        default=100.0,
+        metadata={"help": "judgement: training-compute ratio those sizes must span"},
     )
 
     @property
@@ -68,6 +101,19 @@ class ReportArgs:
             raise ConfigError(f"alpha={self.alpha} must be between 0 and 1.")
         if self.bootstrap_samples < 0:
             raise ConfigError(f"bootstrap_samples={self.bootstrap_samples} must be >= 0.")
+        if self.w_openai < 0 or self.measured_votes < 0:
+            raise ConfigError(
+                f"w_openai={self.w_openai} and measured_votes={self.measured_votes} must be >= 0."
+            )
+        if not 0 < self.posterior_threshold <= 1:
+            raise ConfigError(
+                f"posterior_threshold={self.posterior_threshold} must be in (0, 1], e.g. 0.6."
+            )
+        if self.min_sizes < 1 or self.min_compute_span < 1:
+            raise ConfigError(
+                f"min_sizes={self.min_sizes} and min_compute_span={self.min_compute_span} must "
+                "be >= 1."
+            )
 
 
 def parse_args(argv: Sequence[str]) -> ReportArgs:
@@ -84,11 +130,23 @@ def report(argv: Sequence[str]) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
+    from gpt5_ablate.analysis.export import load_export, write_export
+    from gpt5_ablate.analysis.judgement import JudgementSettings
     from gpt5_ablate.analysis.load import load_experiment
     from gpt5_ablate.analysis.markdown import write_analysis
     from gpt5_ablate.analysis.pipeline import ReportSettings, analyse
 
-    data = load_experiment(args.experiment, args.tracking_uri, args.include_unfinished)
+    if args.source is not None:
+        data = load_export(args.source, args.include_unfinished)
+    else:
+        data = load_experiment(args.experiment, args.tracking_uri, args.include_unfinished)
+    judgement = JudgementSettings(
+        w_openai=args.w_openai,
+        threshold=args.posterior_threshold,
+        measured_votes=args.measured_votes,
+        min_sizes=args.min_sizes,
+        min_compute_span=args.min_compute_span,
+    )
     settings = ReportSettings(
         metric=args.metric,
         sweep=args.sweep,
@@ -97,13 +155,23 @@ def report(argv: Sequence[str]) -> int:
         alpha=args.alpha,
         bootstrap_samples=args.bootstrap_samples,
         per_document=args.bootstrap_samples > 0,
+        judgement=judgement,
     )
     analysis = analyse(data, settings)
     for warning in analysis.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     path = write_analysis(analysis, data, args.out_dir)
+    if args.export is not None:
+        run_ids = data.runs["run_id"].tolist()
+        write_export(
+            data,
+            args.export,
+            data.per_document(run_ids),
+            per_document_val=data.per_document(run_ids, validation=True),
+        )
+        print(f"Wrote the export {args.export} ({len(data.runs)} runs).")
     print(
-        f"Wrote {path} ({len(analysis.selection.runs)} runs of experiment {args.experiment!r}, "
+        f"Wrote {path} ({len(analysis.selection.runs)} runs of experiment {data.experiment!r}, "
         f"{analysis.selection.sweep})."
     )
     return 0

@@ -52,11 +52,12 @@ print(f"{EXPERIMENT=} {TRACKING_URI=} {FIGURE_DIR=}")""",
 from IPython.display import Image, Markdown, display
 
 from gpt5_ablate.analysis import plots, plots_arms
-from gpt5_ablate.analysis.evidence import JUDGEMENT_RULE
+from gpt5_ablate.analysis.judgement import rule_text
 from gpt5_ablate.analysis.load import load_experiment
 from gpt5_ablate.analysis.markdown import comparisons_frame, write_analysis
-from gpt5_ablate.analysis.pipeline import ReportSettings, analyse, verdict_frame
+from gpt5_ablate.analysis.pipeline import ReportSettings, analyse
 from gpt5_ablate.analysis.sections import markdown_table
+from gpt5_ablate.analysis.verdict_table import verdict_frame
 
 pd.set_option("display.max_columns", 40)
 pd.set_option("display.width", 200)
@@ -169,7 +170,7 @@ for result in group.verdicts.factors:
         "code",
         """verdict = verdict_frame(analysis)
 display(Markdown(markdown_table(verdict)))
-display(Markdown(f"**Judgement rule.** {JUDGEMENT_RULE}"))""",
+display(Markdown(f"**Judgement rule.** {rule_text(analysis.judgement_settings)}"))""",
     ),
     (
         "markdown",

@@ -400,6 +400,7 @@ def test_report_cli_writes_verdict_and_figures(store: str, tmp_path: Path) -> No
         "Measured here",
         "Public evidence",
         "Judgement",
+        "Sensitivity",
     ]
 
 

@@ -73,6 +73,8 @@ def test_report_on_the_real_sweep(real_sweep: tuple[str, Path], tmp_path: Path) 
         assert f"| {factor} |" in verdict
     assert "| norm | not varied here (every run: qk_rmsnorm)" in verdict
     assert "## Baselines" in text and "unigram loss" in text
+    # New runs log a held-out test split: the report compares on it and says so.
+    assert "`final/test_loss`: one pass over the entire held-out TEST split" in text
     for png in tmp_path.glob("*.png"):
         assert png.stat().st_size > 1000
     assert len(list(tmp_path.glob("*.png"))) >= 5

@@ -23,6 +23,7 @@ import torch
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
+from gpt5_ablate.config_errors import unknown_key_message
 from gpt5_ablate.data import prepare_data
 from gpt5_ablate.errors import ConfigError, InputError
 from gpt5_ablate.generate import main as generate_main
@@ -216,7 +217,7 @@ CASES = [
         "one_document_cannot_be_split",
         ["data.max_docs=1"],
         InputError,
-        r"data=stdlib has 1 document\(s\), but at least 2 are needed",
+        r"data=stdlib has 1 document\(s\), but at least 3 are needed",
     ),
     Case(
         "val_fraction_out_of_range",
@@ -292,6 +293,23 @@ def test_hydra_rejects_wrong_types_and_unknown_keys(
     text = f"{caught.value} {caught.value.__cause__ or ''}"
     assert shown in text
     assert override.split("=")[0].split(".")[-1] in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["trainer.max_stepz=3"], "did you mean trainer.max_steps?"),
+        (["max_step=3"], "did you mean trainer.max_steps?"),  # the key's last part is enough
+        (["attention=mla", "attention.kv_lora_rnk=8"], "did you mean attention.kv_lora_rank?"),
+        (["trainer.zzz=1"], "Settings under trainer: checkpoint_every, compile,"),
+    ],
+)
+def test_an_unknown_key_names_the_nearest_valid_one(argv: list[str], expected: str) -> None:
+    key = argv[-1].split("=")[0]
+    message = unknown_key_message(key, argv)
+    assert message.startswith(f"{key} is not a setting")
+    assert expected in message
+    assert "+" not in message  # Hydra's "+key=value" hint fails again on the typed config
 
 
 def test_make_plan_needs_no_data_to_reject_values(tmp_path: Path) -> None:
@@ -418,6 +436,16 @@ CLI_CASES: dict[str, tuple[list[str], int, list[str]]] = {
         ["trainer.max_steps=abc"],
         1,
         ["trainer.max_steps", "abc"],
+    ),
+    "unknown_key_near_miss": (
+        ["trainer.max_stepz=3"],
+        2,
+        ["error: trainer.max_stepz is not a setting: did you mean trainer.max_steps?"],
+    ),
+    "unknown_key_in_a_sweep": (
+        ["-m", "attention=gqa,mla", "attention.n_kv_headz=1"],
+        2,
+        ["error: attention.n_kv_headz is not a setting: did you mean attention.n_kv_heads?"],
     ),
     "unknown_group_option": (
         ["attention=foo"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import signal
 import subprocess
@@ -24,9 +25,19 @@ from mlflow.tracking import MlflowClient
 from gpt5_ablate.errors import CheckpointError, InputError, NonFiniteLossError
 from gpt5_ablate.train import checkpoint as ckpt
 from gpt5_ablate.train import trainer as trainer_module
+from gpt5_ablate.train.finished import FINISHED_FILE
 from gpt5_ablate.train.loop import train
 from gpt5_ablate.train.steps import NonFiniteWatch, use_compile
-from tests.test_reliability import cli_env, only_run_dir, start_cli, wait_until
+from tests.test_reliability import (
+    cli_env,
+    finish,
+    latest_step,
+    logged_steps,
+    only_run_dir,
+    start_cli,
+    stderr_of,
+    wait_until,
+)
 from tests.train_helpers import TINY_OVERRIDES, compose_config
 
 pytestmark = pytest.mark.slow  # trains and resumes real runs
@@ -73,12 +84,91 @@ def test_truncated_weights_fall_back_to_the_previous_checkpoint(
         again = run_tiny(tmp_path, cache_dir)
     warning = " ".join(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
     assert str(damaged) in warning and "step_0000010" in warning
+    assert f"moved it aside to {damaged}.damaged" in warning
+    assert ckpt.quick_damage(damaged.with_name("step_0000020.damaged"))  # kept for inspection
     # Steps 11-20 were trained again from the intact checkpoint: the same result, bit for bit.
     assert again.final_eval["loss"] == first.final_eval["loss"]
     assert ckpt.damage(run_dir / "checkpoints" / "step_0000020") == []
     for key in ("train/loss", "val/loss"):
         steps = metric_steps(run_dir, key)
         assert len(steps) == len(set(steps)), f"{key} repeats a step in metrics.jsonl: {steps}"
+
+
+@pytest.mark.integration
+def test_a_damaged_checkpoint_is_moved_aside_and_never_costs_the_intact_one(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """A stop signal leaves a checkpoint between the regular ones; it is then damaged. The rerun
+    resumes from the intact one, is killed between steps, and runs again to the end: the damaged
+    checkpoint is moved aside at once, and never counts toward keep_checkpoints=2."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = [
+        *TINY_OVERRIDES,
+        "trainer.max_steps=40",
+        "trainer.checkpoint_every=10",
+        "trainer.keep_checkpoints=2",
+        "trainer.eval_every=40",
+        "trainer.log_every=1",
+        "trainer.eval_tokens=1024",
+        "trainer.num_samples=0",
+        "tracking.flush_every=1",
+        "tracking.log_checkpoint=false",
+        f"cache_dir={cache_dir}",
+        f"tracking.uri={uri}",
+    ]
+
+    def run_dir() -> Path | None:
+        return only_run_dir(tmp_path, "gpt5_ablate")
+
+    def trained_past(step: int, name: str) -> bool:
+        d = run_dir()
+        resumed = name == "first" or "Resuming from" in stderr_of(tmp_path, name)
+        return d is not None and resumed and max(logged_steps(d, "train/loss"), default=0) > step
+
+    proc = start_cli(args, tmp_path, "first")
+    wait_until(lambda: latest_step(run_dir()) == 10 and trained_past(10, "first"), proc, tmp_path)
+    proc.send_signal(signal.SIGINT)
+    finish(proc, tmp_path, "first")
+    assert proc.returncode == 130
+    root = run_dir() / "checkpoints"  # type: ignore[operator]
+    stopped = ckpt.latest_checkpoint(root)
+    assert stopped is not None and 10 < latest_step(run_dir()) < 20, stopped
+    intact = root / "step_0000010"
+    weights = stopped / ckpt.WEIGHTS
+    weights.write_bytes(weights.read_bytes()[:1000])  # a full disk while it was copied
+
+    proc = start_cli(args, tmp_path, "killed")
+    wait_until(lambda: trained_past(10, "killed"), proc, tmp_path, "killed")
+    proc.send_signal(signal.SIGKILL)  # between two steps, before the next checkpoint
+    proc.wait(timeout=60)
+    err = stderr_of(tmp_path, "killed")
+    assert f"Resuming from {intact}" in err
+    assert f"moved it aside to {stopped}.damaged" in err
+    assert not stopped.exists() and stopped.with_name(f"{stopped.name}.damaged").is_dir()
+    assert ckpt.damage(intact) == []  # the newest intact checkpoint survives
+
+    proc = start_cli(args, tmp_path, "final")
+    err = finish(proc, tmp_path, "final")
+    assert proc.returncode == 0, err[-3000:]
+    kept = ckpt.step_dirs(root)
+    assert [p.name for p in kept] == ["step_0000030", "step_0000040"]  # two intact, as asked
+    assert all(ckpt.damage(p) == [] for p in kept)
+    assert stopped.with_name(f"{stopped.name}.damaged").is_dir()  # kept for inspection
+
+
+def test_checkpoint_files_follow_the_umask(tmp_path: Path, cache_dir: Path) -> None:
+    """Teammates on a shared filesystem read the weights as they read every other file."""
+    before = os.umask(0o027)
+    try:
+        result = run_tiny(tmp_path, cache_dir, "trainer.max_steps=2", "trainer.eval_every=2")
+    finally:
+        os.umask(before)
+    checkpoint = result.checkpoint
+    assert checkpoint.stat().st_mode & 0o777 == 0o750
+    assert (checkpoint / ckpt.WEIGHTS).stat().st_mode & 0o777 == 0o640
+    assert (checkpoint / ckpt.TOKENIZER).stat().st_mode & 0o777 == 0o750
+    for path in (checkpoint / ckpt.TOKENIZER).rglob("*"):
+        assert path.stat().st_mode & 0o777 == (0o750 if path.is_dir() else 0o640), path
 
 
 def test_latest_naming_a_deleted_checkpoint_falls_back(
@@ -153,6 +243,7 @@ def test_a_pickled_trainer_state_is_refused_unless_trusted(
     torch.save(state, checkpoint / ckpt.LEGACY_STATE)
     for name in (ckpt.MANIFEST, f"{ckpt.STATE_STEM}.json", f"{ckpt.STATE_STEM}.safetensors"):
         (checkpoint / name).unlink()
+    (run_dir / FINISHED_FILE).unlink()  # the harness that wrote pickles recorded no finish
     with pytest.raises(InputError, match=r"trainer\.trust_checkpoint=true"):
         run_tiny(tmp_path, cache_dir)
     again = run_tiny(tmp_path, cache_dir, "trainer.trust_checkpoint=true")

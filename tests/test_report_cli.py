@@ -15,8 +15,10 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from gpt5_ablate.analysis.judgement import JudgementSettings
 from gpt5_ablate.analysis.load import load_experiment
-from gpt5_ablate.analysis.pipeline import ReportSettings, analyse, verdict_frame
+from gpt5_ablate.analysis.pipeline import ReportSettings, analyse
+from gpt5_ablate.analysis.verdict_table import verdict_frame
 from gpt5_ablate.report import main as report_main
 from tests import analysis_fixtures as fx
 
@@ -126,9 +128,10 @@ def test_report_has_three_columns_baseline_corrections_and_power(
     )
     assert "measured at tiny" in attention["Measured here"]
     assert "LR untuned" in attention["Measured here"]
-    assert "DeepSeek-V3 [3]" in attention["Public evidence"]
-    assert attention["Judgement"].startswith("most consistent with gqa (public evidence")
-    assert "not decisive" in attention["Judgement"]
+    assert "mla: Kimi K2 [6], DeepSeek-V3 [4]" in attention["Public evidence"]
+    assert attention["Judgement"].startswith("most consistent with gqa (posterior 0.79)")
+    assert "measured evidence not counted: gqa favoured at 1 size(s)" in attention["Judgement"]
+    assert "- window: w_openai 1: undetermined, leans all_full (0.55)" in report
     assert verdict.loc["norm", "Measured here"].startswith("not varied here")
     assert "GPT-5 uses" not in report
     # Baseline, corrections, power, unit of replication, evidence sources.
@@ -138,7 +141,7 @@ def test_report_has_three_columns_baseline_corrections_and_power(
     assert "**Unit of replication.**" in report
     assert "**Judgement rule.**" in report
     assert "https://arxiv.org/abs/2412.19437" in report
-    assert "`final/val_loss`: one pass over the entire validation split" in report
+    assert "`final/val_loss`: one pass over the entire VALIDATION split" in report
     svg = (tmp_path / "report" / "val_loss_vs_tokens.svg").read_text()
     assert "unigram baseline 6.50" in svg
     comparisons = pd.read_csv(tmp_path / "report" / "comparisons.csv")
@@ -235,10 +238,16 @@ def test_sign_at_three_sizes_decides_and_gives_a_compute_multiplier(store: str) 
     )
     assert len(analysis.groups) == 3
     verdict = verdict_frame(analysis).set_index("Factor")
-    assert verdict.loc["attention", "Judgement"].startswith(
-        "most consistent with gqa (measured: favoured at 3 sizes spanning"
-    )
-    assert "same best level at 3/3 sizes" in verdict.loc["attention", "Measured here"]
+    judged = verdict.loc["attention", "Judgement"]
+    assert judged.startswith("most consistent with gqa (posterior 0.79)")
+    # The three sizes span just under the rule's 100× compute, so they do not count ...
+    assert "gqa favoured at 3 size(s) spanning 97.6× compute; the rule needs" in judged
+    # ... until the span the rule asks for is lowered (a report key: min_compute_span).
+    analysis.settings.judgement = JudgementSettings(min_compute_span=50)
+    judged = verdict_frame(analysis).set_index("Factor").loc["attention", "Judgement"]
+    assert "measured evidence adds 2 votes: gqa favoured at 3 sizes spanning 97.6×" in judged
+    assert judged.startswith("most consistent with gqa (posterior 0.81)")
+    assert "gqa favoured at 3/3 sizes" in verdict.loc["attention", "Measured here"]
     (multiplier,) = analysis.multipliers
     assert multiplier.better == "gqa" and multiplier.worse == "mla"
     # loss = 4.5 − 0.3·log10(C / C0): 0.05 nats cost 10 ** (0.05 / 0.3) ≈ 1.47× compute.
@@ -259,6 +268,9 @@ def test_sign_at_three_sizes_decides_and_gives_a_compute_multiplier(store: str) 
         (["experimnt=full"], "error: Unknown key 'experimnt'"),
         (["alpha=2"], "error: alpha=2.0 must be between 0 and 1."),
         (["metric=accuracy"], "error: metric='accuracy' is invalid"),
+        (["w_openai=-1"], "error: w_openai=-1.0 and measured_votes=2.0 must be >= 0."),
+        (["posterior_threshold=1.5"], "error: posterior_threshold=1.5 must be in (0, 1]"),
+        (["source=/nonexistent"], "error: source=/nonexistent: no export.json there."),
     ],
 )
 def test_bad_arguments_end_with_one_error_line(
@@ -284,3 +296,29 @@ def test_empty_or_missing_store_is_an_error(
     (line,) = error_lines(capsys.readouterr().err)
     assert line.startswith("error: No MLflow experiment named 'quick'")
     assert "Experiments there: Default" in line
+
+
+def test_judgement_settings_are_report_keys(
+    store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert report_main(["--help"]) == 0
+    listed = capsys.readouterr().out
+    for key in ("w_openai", "posterior_threshold", "measured_votes", "min_sizes", "source"):
+        assert key in listed
+    code, report = run(store, tmp_path, "experiment=full", "bootstrap_samples=0", "w_openai=8")
+    assert code == 0
+    assert "gpt-oss weighs w_openai = 8" in report
+    window = verdict_table(report).loc["window", "Judgement"]
+    assert window.startswith("most consistent with alternate (posterior 0.61)")
+
+
+def test_the_test_split_is_compared_when_every_run_has_it() -> None:
+    from gpt5_ablate.analysis.pipeline import resolve_response
+
+    both = pd.DataFrame({"full_val_loss": [5.0, 5.1], "full_test_loss": [5.2, 5.3]})
+    column, note = resolve_response(both, "final_loss")
+    assert column == "full_test_loss" and "held-out TEST split" in note
+    assert resolve_response(both, "final_val_loss")[0] == "full_val_loss"
+    older = both.assign(full_test_loss=[5.2, None])
+    column, note = resolve_response(older, "final_loss")
+    assert column == "full_val_loss" and "1 of 2 runs predate the test split" in note

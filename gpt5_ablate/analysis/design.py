@@ -309,7 +309,9 @@ def fit_design(
     if x is None:
         fit.reason = (
             f"{len(frame)} runs cannot separate the main effects with at least "
-            f"{MIN_RESIDUAL_DF} residual degrees of freedom (too few seeds or a confounded design)"
+            f"{MIN_RESIDUAL_DF} residual degrees of freedom (too few seeds or a confounded design); "
+            "with one seed per arm, run the same sweep with seed=0,1 (finished runs are not "
+            "trained again) and report again"
         )
         return fit
     interactions: list[tuple[str, str]] = []

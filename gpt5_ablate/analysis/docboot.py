@@ -1,7 +1,9 @@
 """Evaluation-set noise: a paired bootstrap over validation documents.
 
 Each run logs ``eval/per_document.csv`` (``document,tokens,loss_sum``: the summed token loss in
-nats of every validation document, over the full split). Holding the trained models fixed, a
+nats of every document of the compared split: the held-out test split for runs that log one,
+whose validation documents are in ``eval/per_document_val.csv``; the validation split for older
+runs). Holding the trained models fixed, a
 resample of the documents (with replacement, the SAME resample for every run, so runs stay
 paired by document) gives every run a new loss ``Σ w·loss_sum / Σ w·tokens``, and the comparison
 a new value: the mean over matched run pairs (same other factors, same seed) of ``loss(best) −
@@ -27,7 +29,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+#: The compared split's per-document losses: the TEST split for runs that log one (their
+#: validation split's are in VAL_ARTIFACT), the validation split for older runs.
 ARTIFACT = "eval/per_document.csv"
+VAL_ARTIFACT = "eval/per_document_val.csv"
 COLUMNS = ("document", "tokens", "loss_sum")
 DEFAULT_RESAMPLES = 1000
 BATCH = 200
@@ -48,7 +53,9 @@ def _no_progress_bars() -> Iterator[None]:
             os.environ[PROGRESS_ENV] = previous
 
 
-def load_per_document(tracking_uri: str, run_ids: Sequence[str]) -> dict[str, pd.DataFrame]:
+def load_per_document(
+    tracking_uri: str, run_ids: Sequence[str], artifact: str = ARTIFACT
+) -> dict[str, pd.DataFrame]:
     """``{run_id: per-document table}`` for the runs that logged the artifact (others skipped)."""
     from mlflow import MlflowClient
     from mlflow.artifacts import download_artifacts
@@ -60,11 +67,11 @@ def load_per_document(tracking_uri: str, run_ids: Sequence[str]) -> dict[str, pd
         for run_id in run_ids:
             try:
                 listed = {a.path for a in client.list_artifacts(run_id, "eval")}
-                if ARTIFACT not in listed:
+                if artifact not in listed:
                     continue
                 path = download_artifacts(
                     run_id=run_id,
-                    artifact_path=ARTIFACT,
+                    artifact_path=artifact,
                     dst_path=str(Path(tmp) / run_id),
                     tracking_uri=tracking_uri,
                 )

@@ -15,7 +15,9 @@ Final validation loss: runs log ``final/val_loss``, one pass over the ENTIRE val
 at the end; that is ``full_val_loss``. The periodic ``val/loss`` evaluations use a fixed seeded
 sample of validation blocks; the last of them is ``last_val_loss``. ``final_val_loss`` is the
 full-split value where the run logged one and the last periodic value otherwise (older runs), and
-``final_val_loss_source`` says which. Factors added after a run was logged read as the level
+``final_val_loss_source`` says which. Runs that also log ``final/test_loss`` (the held-out test
+split; the validation split then only chooses learning rates) have it as ``full_test_loss``, and
+their ``eval/per_document.csv`` holds the test split's documents. Factors added after a run was logged read as the level
 the run implicitly used (``window=all_full``, ``sinks=none``), and an untagged ``phase`` as
 ``report``.
 """
@@ -58,6 +60,9 @@ NUMERIC_PARAMS: dict[str, str] = {
     "n_params": "n_params",
     "n_params_non_embedding": "n_params_non_embedding",
     "n_params_active": "n_params_active",
+    "n_params_non_embedding_active": "n_params_non_embedding_active",
+    "model.max_seq_len": "context_len",
+    "window.size": "window_size",
     "flops_per_token": "flops_per_token",
     "kv_cache_bytes_per_token": "kv_cache_bytes_per_token",
     "tokens_per_step": "tokens_per_step",
@@ -76,6 +81,10 @@ FULL_SPLIT_METRICS: dict[str, str] = {
     "final/val_accuracy": "full_val_accuracy",
     "final/val_perplexity": "full_val_perplexity",
     "final/val_tokens": "full_val_tokens",
+    "final/test_loss": "full_test_loss",
+    "final/test_accuracy": "full_test_accuracy",
+    "final/test_perplexity": "full_test_perplexity",
+    "final/test_tokens": "full_test_tokens",
 }
 
 HISTORY_COLUMNS: tuple[str, ...] = (
@@ -102,6 +111,32 @@ class ExperimentData:
     history: pd.DataFrame
     #: Runs left out because of their status, e.g. ``{"FAILED": 2}``.
     excluded: dict[str, int] = field(default_factory=dict)
+    #: Set when read from a plain-file export (:mod:`gpt5_ablate.analysis.export`), not MLflow.
+    export_dir: Path | None = None
+    per_document_pattern: str = ""
+
+    @property
+    def source_text(self) -> str:
+        if self.export_dir is not None:
+            return (
+                f"the committed export `{self.export_dir}` of MLflow experiment `{self.experiment}`"
+            )
+        return f"MLflow experiment `{self.experiment}` at `{self.tracking_uri}`"
+
+    def per_document(
+        self, run_ids: Sequence[str], validation: bool = False
+    ) -> dict[str, pd.DataFrame]:
+        """Each run's per-document losses, where it logged them: ``eval/per_document.csv``, or
+        with ``validation`` the validation split's file of runs that also have a test split."""
+        from gpt5_ablate.analysis.docboot import ARTIFACT, VAL_ARTIFACT, load_per_document
+
+        if self.export_dir is not None:
+            from gpt5_ablate.analysis.export import export_per_document
+
+            return export_per_document(self, run_ids, validation)
+        return load_per_document(
+            self.tracking_uri, run_ids, VAL_ARTIFACT if validation else ARTIFACT
+        )
 
 
 @contextmanager
@@ -289,6 +324,12 @@ def _build_runs_table(raw: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFram
             "data": _column(raw, "params.data.name"),
         }
     )
+    # Sweeps that found the run already finished (tags in_sweep.<id>, gpt5_ablate.train.finished).
+    member_tags = [c for c in raw.columns if str(c).startswith("tags.in_sweep.")]
+    runs["also_in_sweeps"] = [
+        ",".join(c.removeprefix("tags.in_sweep.") for c in member_tags if row[c] == "true")
+        for _, row in raw[member_tags].iterrows()
+    ]
     for factor in FACTORS:
         runs[factor] = _tag_or_param(raw, factor, f"{factor}.name")
         if factor in LEGACY_DEFAULTS:
@@ -322,14 +363,29 @@ def _build_runs_table(raw: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFram
     runs["tokens_seen"] = runs["tokens_seen"].fillna(summary["logged_tokens_seen"])
     runs["budget_tokens"] = (steps * runs["tokens_per_step"]).fillna(runs["tokens_seen"])
     runs = runs.drop(columns="logged_tokens_seen")
+    runs = add_derived_sizes(runs)
     runs["train_flops"] = runs["tokens_seen"] * runs["flops_per_token"]
     # Runs that never logged elapsed time still have MLflow's own start/end timestamps.
     duration_s = (raw["end_time"] - raw["start_time"]).dt.total_seconds()
-    runs["wall_time_s"] = runs["wall_time_s"].fillna(duration_s)
+    # The run's own clock at its end (what the console prints), else its last logged time.
+    final_clock = pd.to_numeric(_column(raw, "metrics.final/elapsed_s"), errors="coerce")
+    runs["wall_time_source"] = np.where(final_clock.notna(), "final/elapsed_s", "time/elapsed_s")
+    runs["wall_time_s"] = final_clock.fillna(runs["wall_time_s"]).fillna(duration_s)
     runs["start_time"] = raw["start_time"]
     runs["end_time"] = raw["end_time"]
     runs.insert(1, "arm", arm_labels(runs))
     return runs.sort_values(["arm", "seed", "lr_scale"], kind="stable").reset_index(drop=True)
+
+
+def add_derived_sizes(runs: pd.DataFrame) -> pd.DataFrame:
+    """Non-embedding active parameters where a run predates that param: active minus the
+    embedding share (total − non-embedding), which is exact for dense and MoE models alike."""
+    if "n_params_non_embedding_active" not in runs:
+        runs["n_params_non_embedding_active"] = np.nan
+    embedding = runs["n_params"] - runs["n_params_non_embedding"]
+    derived = runs["n_params_active"] - embedding
+    runs["n_params_non_embedding_active"] = runs["n_params_non_embedding_active"].fillna(derived)
+    return runs
 
 
 def _summarize_run(history: pd.DataFrame | None) -> dict[str, float]:

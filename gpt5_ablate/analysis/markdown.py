@@ -8,19 +8,18 @@ from pathlib import Path
 import pandas as pd
 
 from gpt5_ablate.analysis.load import ExperimentData
-from gpt5_ablate.analysis.pipeline import Analysis, ReportSettings, analyse, verdict_frame
+from gpt5_ablate.analysis.pipeline import Analysis, ReportSettings, analyse
 from gpt5_ablate.analysis.plots import plot_all
 from gpt5_ablate.analysis.sections import (
     arms_section,
     baseline_section,
     caveats_section,
     compute_section,
-    evidence_section,
     lr_section,
     markdown_table,
     statistics_section,
-    verdict_section,
 )
+from gpt5_ablate.analysis.verdict_table import evidence_section, verdict_frame, verdict_section
 
 __all__ = ["markdown_table", "write_analysis", "write_report"]
 
@@ -31,7 +30,7 @@ FIGURE_TEXT: dict[str, tuple[str, str]] = {
         "diamond = full-split final loss, dashed line = unigram baseline.",
     ),
     "final_perplexity": (
-        "Final validation perplexity per arm",
+        "Final perplexity per arm",
         "exp of the mean loss over seeds, with the loss interval mapped through exp (so it stays "
         "positive); arms with fewer than 3 seeds show their seeds instead of an interval.",
     ),
@@ -72,8 +71,8 @@ def _header(analysis: Analysis, data: ExperimentData) -> list[str]:
     lines = [
         f"# Ablation report: `{analysis.experiment}`",
         "",
-        f"Generated {generated} from MLflow experiment `{analysis.experiment}` at "
-        f"`{analysis.tracking_uri}`: {analysis.selection.sweep}, {len(runs)} run(s) in "
+        f"Generated {generated} from {data.source_text}: {analysis.selection.sweep}, "
+        f"{len(runs)} run(s) in "
         f"{runs['arm'].nunique()} arm(s).{excluded} Git commits: {commits or 'n/a'}.",
         f"Varied factors: {', '.join(analysis.factors) or 'none'}. Compared on "
         f"{analysis.response_note} (nats/token; lower is better).",
@@ -86,14 +85,28 @@ def _header(analysis: Analysis, data: ExperimentData) -> list[str]:
     return lines
 
 
+NO_CURVES = (
+    "Not drawn: these runs' metric histories are not available (the report was regenerated "
+    "from an export of final values, which holds no learning curves)."
+)
+
+
 def _figures(analysis: Analysis, figures: dict[str, Path]) -> list[str]:
     lines = ["## Figures", ""]
     if len(analysis.groups) > 1:
         lines += [f"Figures show the primary group ({analysis.primary.label}).", ""]
     for stem, (title, caption) in FIGURE_TEXT.items():
+        if stem == "main_effects" and not analysis.primary.fit.ok:
+            caption = (
+                "Seed-averaged mean loss per level of each varied factor (no model fit: "
+                f"{analysis.primary.fit.reason}); intervals only where a level has 3 or more "
+                "seeds, else none drawn."
+            )
         if stem not in figures:
             if stem == "interactions":
                 lines += [f"### {title}", "", "Needs at least two varied factors.", ""]
+            if stem in ("val_loss_vs_tokens", "efficiency"):
+                lines += [f"### {title}", "", NO_CURVES, ""]
             continue
         lines += [
             f"### {title}",
@@ -111,20 +124,28 @@ def _method(analysis: Analysis) -> list[str]:
     return [
         "## Method",
         "",
-        "- Runs were read with `mlflow.search_runs` and `MlflowClient.get_metric_history`; only "
-        "FINISHED runs are included unless `include_unfinished=true`; sweep parent runs are "
+        (
+            "- Runs were read from a plain-file export (`python -m gpt5_ablate.report "
+            "source=<dir>`; see `gpt5_ablate/analysis/export.py`) that the MLflow runs were "
+            "written to"
+            if analysis.tracking_uri.startswith("export ")
+            else "- Runs were read with `mlflow.search_runs` and `MlflowClient.get_metric_history`"
+        )
+        + "; only FINISHED runs are included unless `include_unfinished=true`; sweep parent runs are "
         f"skipped. Sweep: `{settings.sweep}`; runs of unlike model preset, budget or data are "
         + ("grouped separately." if settings.group_unlike else "left out (see warnings).")
         + " LR-selection runs (phase=select) are never compared with report runs.",
         "- The verdict's statistics: a sum-coded linear model (statsmodels OLS, or WLS with a "
         "variance per optimizer) with main effects, two-way interactions and a seed block; "
         "comparisons of every level with the best; Holm's correction over every difference and "
-        f"TOST equivalence test (margin ±{settings.equivalence_margin:g}, α = {settings.alpha:g}); "
-        "power from statsmodels' noncentral-t power; document-level paired bootstrap "
-        f"({settings.bootstrap_samples} resamples) where per-document losses were logged. "
-        "Module docstrings in `gpt5_ablate/analysis/` give the details and references.",
-        "- Files: `runs.csv` (analysed runs), `arms.csv`, `verdict.csv` (the three columns), "
-        "`comparisons.csv` (every test).",
+        f"TOST equivalence test (margin ±{settings.equivalence_margin:g}, α = {settings.alpha:g}), "
+        "each outcome read from the Bonferroni simultaneous and TOST intervals shown; power from "
+        "statsmodels' noncentral-t power; document-level paired bootstrap "
+        f"({settings.bootstrap_samples} resamples; evaluation noise only, outside the outcome) "
+        "where per-document losses were logged. Module docstrings in `gpt5_ablate/analysis/` "
+        "give the details and references.",
+        "- Files: `runs.csv` (analysed runs), `arms.csv`, `verdict.csv` (the three columns and "
+        "each factor's sensitivity line), `comparisons.csv` (every test, with both intervals).",
         "",
     ]
 
@@ -145,6 +166,8 @@ def comparisons_frame(analysis: Analysis) -> pd.DataFrame:
                     "df": c.effect.df,
                     "ci_low": c.ci[0],
                     "ci_high": c.ci[1],
+                    "tost_ci_low": c.tost_ci[0],
+                    "tost_ci_high": c.tost_ci[1],
                     "p": c.effect.p_value,
                     "p_holm": c.p_holm,
                     "tost_p": c.tost_p,

@@ -7,48 +7,45 @@ files.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
 from gpt5_ablate.analysis.compute import MultiplierResult, compute_multiplier
 from gpt5_ablate.analysis.design import DesignFit, fit_design
-from gpt5_ablate.analysis.docboot import bootstrap_pairs, load_per_document, matched_pairs
-from gpt5_ablate.analysis.evidence import (
-    EvidenceTable,
-    Measured,
-    SizeResult,
-    judge,
-    load_evidence,
+from gpt5_ablate.analysis.docboot import bootstrap_pairs, matched_pairs
+from gpt5_ablate.analysis.evidence import EvidenceTable, load_evidence
+from gpt5_ablate.analysis.judgement import (
+    Judgement,
+    JudgementSettings,
+    MeasuredSize,
+    judgement,
 )
 from gpt5_ablate.analysis.load import ExperimentData
 from gpt5_ablate.analysis.select import RunSelection, select_runs
 from gpt5_ablate.analysis.stats import (
-    FACTORS,
     LrSelection,
     arm_summary,
     select_best_lr,
     varied_factors,
 )
-from gpt5_ablate.analysis.text import si
 from gpt5_ablate.analysis.verdict import (
     DEFAULT_ALPHA,
     DEFAULT_MARGIN,
     FactorResult,
     VerdictSet,
     analyse_factors,
-    condition_text,
 )
 from gpt5_ablate.errors import InputError
 
-METRICS = ("final_val_loss", "best_val_loss")
+METRICS = ("final_loss", "final_val_loss", "best_val_loss")
 #: An arm whose loss is within this many nats of the unigram baseline has not learned past it.
 PLATEAU_MARGIN = 0.5
 
 
 @dataclass
 class ReportSettings:
-    metric: str = "final_val_loss"
+    metric: str = "final_loss"
     sweep: str = "latest"
     group_unlike: bool = False
     equivalence_margin: float = DEFAULT_MARGIN
@@ -56,6 +53,7 @@ class ReportSettings:
     plateau_margin: float = PLATEAU_MARGIN
     bootstrap_samples: int = 1000
     per_document: bool = True
+    judgement: JudgementSettings = field(default_factory=JudgementSettings)
 
 
 @dataclass
@@ -82,6 +80,13 @@ class GroupAnalysis:
     def train_flops(self) -> float:
         return float(pd.to_numeric(self.runs["train_flops"], errors="coerce").median())
 
+    @property
+    def context_len(self) -> float | None:
+        if "context_len" not in self.runs:
+            return None
+        value = pd.to_numeric(self.runs["context_len"], errors="coerce").median()
+        return None if math.isnan(value) else float(value)
+
     def factor(self, name: str) -> FactorResult | None:
         return next((f for f in self.verdicts.factors if f.factor == name), None)
 
@@ -96,7 +101,8 @@ class Analysis:
     response_note: str
     groups: list[GroupAnalysis]
     evidence: EvidenceTable
-    measured: dict[str, Measured]
+    #: Per factor, its outcome at every analysed size (the judgement's measured evidence).
+    measured: dict[str, list[MeasuredSize]]
     tuned_lr: bool
     #: How the rates were chosen when an LR grid of phase=select runs in the same experiment
     #: chose them (the protocol's stage 1), else empty.
@@ -115,18 +121,56 @@ class Analysis:
         return self.selection.warnings
 
     @property
+    def judgement_settings(self) -> JudgementSettings:
+        """The rule's settings, with the runs' attention window filled in for the context check."""
+        settings = self.settings.judgement
+        runs = self.primary.runs
+        if settings.window_tokens is None and "window_size" in runs:
+            size = pd.to_numeric(runs["window_size"], errors="coerce").median()
+            if not math.isnan(size):
+                settings = replace(settings, window_tokens=int(size))
+        return settings
+
+    def judge(self, factor: str, tested: list[str]) -> Judgement:
+        return judgement(
+            factor, self.evidence, self.measured.get(factor, []), self.judgement_settings, tested
+        )
+
+    @property
     def factors(self) -> list[str]:
         """The factors varied among the analysed runs (plateau arms included)."""
         return list(dict.fromkeys(f for g in self.groups for f in varied_factors(g.runs)))
 
 
 def resolve_response(runs: pd.DataFrame, metric: str) -> tuple[str, str]:
-    """The column compared, and a sentence saying what it is."""
+    """The column compared, and a sentence saying what it is and which split it reads.
+
+    ``final_loss`` reads the held-out test split (``final/test_loss``) when every run logged it,
+    else the full validation split (``final/val_loss``, older runs), else the periodic sample.
+    The validation split chose the learning rates, so the test split is the unbiased one.
+    """
     if metric == "best_val_loss":
         return "best_val_loss", "the lowest periodic validation loss of each run"
+    test = runs["full_test_loss"].notna() if "full_test_loss" in runs else pd.Series(False)
+    if metric == "final_loss" and len(runs) and test.all():
+        return "full_test_loss", (
+            "`final/test_loss`: one pass over the entire held-out TEST split (the validation "
+            "split is used only to choose learning rates)"
+        )
+    older = ""
+    if metric == "final_loss":
+        older = (
+            f"; {int((~test).sum())} of {len(runs)} runs predate the test split, so every run "
+            "is compared on validation"
+            if test.any()
+            else "; these runs predate the held-out test split, so this is the split the "
+            "learning rates were chosen on"
+        )
     full = runs["full_val_loss"].notna() if "full_val_loss" in runs else pd.Series(False)
     if len(runs) and full.all():
-        return "full_val_loss", "`final/val_loss`: one pass over the entire validation split"
+        return "full_val_loss", (
+            f"`final/val_loss`: one pass over the entire VALIDATION split{older}"
+        )
     if full.any():
         return "last_val_loss", (
             f"the last periodic `val/loss` (a fixed seeded sample of validation blocks): "
@@ -146,17 +190,27 @@ def _plateau(arms: pd.DataFrame, margin: float) -> list[str]:
 
 def _bootstrap(group: GroupAnalysis, data: ExperimentData, settings: ReportSettings) -> None:
     runs = group.verdict_runs
-    tables = load_per_document(data.tracking_uri, runs["run_id"].tolist())
+    # The documents of the split compared: test runs keep validation's in a second file.
+    has_test = "full_test_loss" in runs and bool(runs["full_test_loss"].notna().all())
+    on_test = bool((runs["loss_split"] == "full_test_loss").all())
+    validation = has_test and not on_test
+    artifact = "eval/per_document_val.csv" if validation else "eval/per_document.csv"
+    tables = data.per_document(runs["run_id"].tolist(), validation)
     if not tables:
         group.notes.append(
-            "Document-level bootstrap skipped: no run has an `eval/per_document.csv` artifact "
+            f"Document-level bootstrap skipped: no run has an `{artifact}` artifact "
             "(runs logged before the full-split evaluation)."
         )
         return
+    split = "test" if on_test else "validation"
+    group.notes.append(
+        f"Document-level bootstrap (evaluation noise only): {split}-split documents, from "
+        f"`{artifact}`."
+    )
     if len(tables) < len(runs):
         group.notes.append(
             f"Document-level bootstrap uses the {len(tables)} of {len(runs)} runs that logged "
-            "`eval/per_document.csv`; pairs with a run lacking it are left out of it."
+            f"`{artifact}`; pairs with a run lacking it are left out of it."
         )
     for c in group.verdicts.comparisons:
         pairs = matched_pairs(runs, c.factor, c.level, c.reference, c.condition, group.factors)
@@ -166,7 +220,7 @@ def _bootstrap(group: GroupAnalysis, data: ExperimentData, settings: ReportSetti
 def analyse_group(
     label: str, runs: pd.DataFrame, response: str, data: ExperimentData, settings: ReportSettings
 ) -> GroupAnalysis:
-    runs = runs.assign(loss=pd.to_numeric(runs[response], errors="coerce"))
+    runs = runs.assign(loss=pd.to_numeric(runs[response], errors="coerce"), loss_split=response)
     notes = []
     missing = runs["loss"].isna()
     if missing.any():
@@ -194,20 +248,23 @@ def analyse_group(
     return group
 
 
-def _measured(
-    analysis_groups: list[GroupAnalysis], primary: GroupAnalysis, margin: float
-) -> dict[str, Measured]:
-    out = {}
+def _measured(groups: list[GroupAnalysis], primary: GroupAnalysis) -> dict[str, list[MeasuredSize]]:
+    out: dict[str, list[MeasuredSize]] = {}
     for result in primary.verdicts.factors:
         sizes = []
-        for group in analysis_groups:
+        for group in groups:
             other = group.factor(result.factor)
             if other is not None:
-                best = other.favoured or other.pooled.best
-                sizes.append(SizeResult(group.label, group.train_flops, other.category, best))
-        out[result.factor] = Measured(
-            result.factor, result.category, result.favoured, sizes, margin
-        )
+                sizes.append(
+                    MeasuredSize(
+                        group.train_flops,
+                        group.context_len,
+                        other.favoured,
+                        other.category,
+                        group.label,
+                    )
+                )
+        out[result.factor] = sizes
     return out
 
 
@@ -252,7 +309,7 @@ def analyse(data: ExperimentData, settings: ReportSettings | None = None) -> Ana
         False,
     )
     primary = partial.primary
-    partial.measured = _measured(groups, primary, settings.equivalence_margin)
+    partial.measured = _measured(groups, primary)
     select = selection.select_runs
     lr_grid = not select.empty and select.groupby("arm")["lr_scale"].nunique().max() > 1
     partial.lr_selection = selected_rates(data.runs, primary.verdict_runs)
@@ -301,89 +358,3 @@ def _multipliers(
             if found is not None:
                 out.append(found)
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# The three-column verdict
-# --------------------------------------------------------------------------------------------
-
-
-def _scale_text(analysis: Analysis, group: GroupAnalysis) -> str:
-    runs = group.verdict_runs
-    models = ", ".join(sorted(runs["model"].dropna().astype(str).unique())) or "unknown preset"
-    lr = (
-        f"LR tuned per optimizer ({analysis.lr_selection})"
-        if analysis.lr_selection
-        else "LR tuned per arm"
-        if analysis.tuned_lr
-        else "LR untuned (shared lr_scale)"
-    )
-    return (
-        f"measured at {models} ({si(runs['n_params'].median())} params, "
-        f"{si(runs['budget_tokens'].median())} tokens, {si(group.train_flops)} FLOPs), {lr}"
-    )
-
-
-def measured_text(analysis: Analysis, factor: str) -> str:
-    group = analysis.primary
-    result = group.factor(factor)
-    margin = analysis.settings.equivalence_margin
-    if result is None:
-        return "not varied in the analysed group"
-    if result.category == "untestable":
-        return f"untestable: {result.reason or 'no comparison'}"
-    parts = [f"**{result.outcome_text(margin)}**"]
-    for cell in result.used:
-        for c in cell.comparisons:
-            prefix = "" if not c.condition else f"{condition_text(c.condition)}: "
-            doc = f", doc-bootstrap {c.doc_ci.text()}" if c.doc_ci else ""
-            parts.append(f"{prefix}{c.text()}{doc}")
-    flagged = [check for check in result.interactions if check.material]
-    if flagged:
-        parts.append("interaction: " + "; ".join(check.text() for check in flagged))
-    parts.append(_scale_text(analysis, group))
-    measured = analysis.measured.get(factor)
-    if measured and len(analysis.groups) > 1:
-        same = [s for s in measured.sizes if s.best == (result.favoured or result.pooled.best)]
-        parts.append(f"same best level at {len(same)}/{len(measured.sizes)} sizes")
-    return "; ".join(parts)
-
-
-def verdict_frame(analysis: Analysis) -> pd.DataFrame:
-    """One row per factor: Measured here | Public evidence | Judgement.
-
-    Factors the runs did not vary get a row too: their judgement rests on public evidence.
-    """
-    rows = []
-    runs = analysis.primary.verdict_runs
-    margin = analysis.settings.equivalence_margin
-    for name in FACTORS:
-        result = analysis.primary.factor(name)
-        if result is not None:
-            tested, measured = result.levels, analysis.measured[name]
-            text = measured_text(analysis, name)
-        else:
-            everything = analysis.primary.runs
-            tested = sorted(everything[name].dropna().astype(str).unique()) if name in runs else []
-            if len(tested) > 1:
-                measured = Measured(name, "untestable", None, [], margin)
-                kept = sorted(runs[name].dropna().astype(str).unique()) if name in runs else []
-                lost = [level for level in tested if level not in kept]
-                which = f"every {' and every '.join(lost)} arm is" if kept else "every arm is"
-                text = (
-                    f"no verdict: {which} within {analysis.settings.plateau_margin:g} nats of "
-                    "the unigram loss (not past the plateau)"
-                    + (f", leaving only {', '.join(kept)}" if kept else "")
-                )
-            else:
-                measured = Measured(name, "unvaried", None, [], margin)
-                text = f"not varied here (every run: {', '.join(tested) or 'n/a'})"
-        rows.append(
-            {
-                "Factor": name,
-                "Measured here": text,
-                "Public evidence": analysis.evidence.summary(name, tested),
-                "Judgement": judge(measured, analysis.evidence, tested),
-            }
-        )
-    return pd.DataFrame(rows, columns=["Factor", "Measured here", "Public evidence", "Judgement"])

@@ -61,6 +61,12 @@ def value_column(runs: pd.DataFrame) -> str:
     return "loss" if "loss" in runs.columns else "final_val_loss"
 
 
+def compared_loss_label(runs: pd.DataFrame) -> str:
+    """The axis label of the compared loss: test or validation, whichever the analysis read."""
+    split = runs["loss_split"].iloc[0] if "loss_split" in runs and len(runs) else ""
+    return "Test loss (nats/token)" if split == "full_test_loss" else LOSS_LABEL
+
+
 def arm_order(runs: pd.DataFrame) -> list[str]:
     """Arms from best to worst compared loss, so legends read as a ranking."""
     return runs.groupby("arm")[value_column(runs)].mean().sort_values().index.tolist()
@@ -233,12 +239,14 @@ def plot_all(
     """
     from gpt5_ablate.analysis import plots_arms
 
+    # Curves need metric histories; a report regenerated from an export may have none.
+    curves = not history.empty and history["run_id"].isin(runs["run_id"]).any()
     produced = [
-        plot_val_loss_curves(history, runs, out_dir),
+        plot_val_loss_curves(history, runs, out_dir) if curves else [],
         plots_arms.plot_final_perplexity(runs, out_dir),
         plots_arms.plot_main_effects(runs, out_dir, marginal=marginal),
         plots_arms.plot_interactions(runs, out_dir),
-        plot_efficiency(history, runs, out_dir),
+        plot_efficiency(history, runs, out_dir) if curves else [],
         plots_arms.plot_kv_cache(runs, out_dir),
     ]
     return {paths[0].stem: paths[0] for paths in produced if paths}

@@ -18,9 +18,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, NullLocator
 
 from gpt5_ablate.analysis.plots import (
-    LOSS_LABEL,
     arm_colors,
     arm_order,
+    compared_loss_label,
     save_figure,
     spans_decades,
     value_column,
@@ -82,11 +82,11 @@ def plot_final_perplexity(runs: pd.DataFrame, out_dir: str | Path) -> list[Path]
     if spans_decades(np.exp(runs[column].astype(float))):
         ax.set_xscale("log")
     ax.set_yticks(range(len(order)), list(reversed(order)))
-    ax.set_xlabel("Final validation perplexity (exp of loss in nats/token; lower is better)")
-    title = "Final validation perplexity per arm (exp of mean loss; 95% t-interval over seeds)"
+    ax.set_xlabel("Final perplexity (exp of the compared loss in nats/token; lower is better)")
+    title = "Final perplexity per arm\n(exp of mean loss; 95% t-interval over seeds)"
     if few_seeds:
-        title += f"\nArms with fewer than {MIN_SEEDS_FOR_CI} seeds: no interval, ticks = seeds"
-    ax.set_title(title)
+        title += f"\narms with fewer than {MIN_SEEDS_FOR_CI} seeds: no interval, ticks = seeds"
+    ax.set_title(title, fontsize="medium")
     ax.grid(axis="x", alpha=0.3)
     return save_figure(fig, out_dir, "final_perplexity")
 
@@ -127,11 +127,14 @@ def plot_main_effects(
         ax.grid(axis="y", alpha=0.3)
     if not factors:
         axes[0].text(0.5, 0.5, "No factor varies", ha="center", va="center")
-    axes[0].set_ylabel(f"Mean {LOSS_LABEL[0].lower()}{LOSS_LABEL[1:]}")
+    label = compared_loss_label(runs)
+    axes[0].set_ylabel(f"Mean {label[0].lower()}{label[1:]}")
     source = "linear-model marginal means" if marginal is not None else "seed-averaged means"
+    drawn = bool(effects["ci_high"].notna().any()) if len(effects) else False
+    bars = "error bars: 95% intervals, unadjusted" if drawn else "no intervals available"
     fig.suptitle(
         f"Main effects: loss per level, averaged over the other factors ({source})\n"
-        "(error bars: 95% intervals, unadjusted; lower is better)"
+        f"({bars}; lower is better)"
     )
     return save_figure(fig, out_dir, "main_effects")
 
@@ -232,7 +235,8 @@ def plot_kv_cache(runs: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         "KV-cache size per token (bytes, bf16, all layers, log scale; lower is cheaper to serve;"
         "\npoints sharing a size are nudged apart)"
     )
-    ax.set_ylabel(f"Final {LOSS_LABEL[0].lower()}{LOSS_LABEL[1:]}")
+    label = compared_loss_label(runs)
+    ax.set_ylabel(f"Final {label[0].lower()}{label[1:]}")
     ax.set_title(
         f"KV-cache memory vs validation loss per arm\n(mean; 95% t-interval from "
         f"{MIN_SEEDS_FOR_CI} seeds, else dashes = seeds; down-left is better)"

@@ -6,9 +6,8 @@ import math
 
 import pandas as pd
 
-from gpt5_ablate.analysis.evidence import JUDGEMENT_RULE
 from gpt5_ablate.analysis.lr_grid import best_rates, lr_table
-from gpt5_ablate.analysis.pipeline import Analysis, GroupAnalysis, verdict_frame
+from gpt5_ablate.analysis.pipeline import Analysis, GroupAnalysis
 from gpt5_ablate.analysis.stats import MIN_SEEDS_FOR_CI, relative_spread
 from gpt5_ablate.analysis.text import p_text, range_text, si
 from gpt5_ablate.analysis.verdict import INTERACTION_SHARE, condition_text
@@ -40,28 +39,6 @@ def _interval(mean: float, low: float, high: float, seeds: str, digits: int = 3)
     return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
-def verdict_section(analysis: Analysis) -> list[str]:
-    frame = verdict_frame(analysis)
-    consistent = "; ".join(f"{row.Factor}: {row.Judgement}" for row in frame.itertuples())
-    return [
-        "## Verdict",
-        "",
-        markdown_table(frame),
-        "",
-        f"**Judgement rule.** {JUDGEMENT_RULE}",
-        "",
-        f"**Most consistent with (judgement):** {consistent}.",
-        "",
-        "*Measured here* gives the outcome (favoured / equivalent within the margin / "
-        "inconclusive; conditional when an interaction is material), each comparison as "
-        "best − other with its simultaneous interval, Holm-adjusted p and TOST p (see "
-        "[Statistics](#statistics-behind-the-verdict)), the document-level bootstrap interval "
-        "when the runs logged per-document losses, and the size, budget and LR tuning it was "
-        "measured at. *Public evidence* numbers refer to [Public evidence](#public-evidence).",
-        "",
-    ]
-
-
 def _group_statistics(analysis: Analysis, group: GroupAnalysis) -> list[str]:
     fit, verdicts = group.fit, group.verdicts
     margin = analysis.settings.equivalence_margin
@@ -84,8 +61,12 @@ def _group_statistics(analysis: Analysis, group: GroupAnalysis) -> list[str]:
     lines += [
         "",
         f"Holm family: {verdicts.n_tests} tests (each comparison's difference test and its "
-        f"TOST at ±{margin:g}), α = {verdicts.alpha:g}; intervals are simultaneous at "
-        f"{1 - verdicts.alpha / max(verdicts.n_tests, 1):.4g} (Bonferroni).",
+        f"TOST at ±{margin:g}), α = {verdicts.alpha:g}. Intervals are simultaneous at "
+        f"{1 - verdicts.alpha / max(verdicts.n_tests, 1):.4g} (Bonferroni) and TOST intervals at "
+        f"{1 - 2 * verdicts.alpha / max(verdicts.n_tests, 1):.4g}; the outcome is read from "
+        "them: *favoured* only when the simultaneous interval lies below 0, *equivalent* only "
+        f"when the TOST interval lies inside ±{margin:g}. The document bootstrap holds the "
+        "trained models fixed, so it measures evaluation noise only and never enters the outcome.",
         "",
     ]
     rows = []
@@ -99,10 +80,13 @@ def _group_statistics(analysis: Analysis, group: GroupAnalysis) -> list[str]:
                         "Comparison": f"{c.level} − {c.reference}",
                         "Effect": f"{c.estimate:+.4f}",
                         "Simultaneous CI": f"[{c.ci[0]:+.4f}, {c.ci[1]:+.4f}]",
+                        "TOST interval": f"[{c.tost_ci[0]:+.4f}, {c.tost_ci[1]:+.4f}]",
                         "se (df)": f"{c.effect.se:.4f} ({c.effect.df:g})",
                         "p (Holm)": p_text(c.p_holm),
                         "TOST p (Holm)": p_text(c.tost_p_holm),
-                        "Doc-bootstrap 95% CI": c.doc_ci.text() if c.doc_ci else "n/a",
+                        "Doc-bootstrap 95% CI (evaluation noise only)": c.doc_ci.text()
+                        if c.doc_ci
+                        else "n/a",
                         "Outcome": cell.label(margin),
                     }
                 )
@@ -185,11 +169,18 @@ def arms_section(analysis: Analysis) -> list[str]:
                 "Arm": arms["arm"],
                 "Seeds": arms["n_seeds"],
                 "lr_scale": arms["lr_scale"].map(lambda v: f"{v:g}" if isinstance(v, float) else v),
-                "Params": arms["n_params"].map(si),
+                "Non-emb. params (active)": [
+                    _params_text(total, active)
+                    for total, active in zip(
+                        arms["n_params_non_embedding"],
+                        arms["n_params_non_embedding_active"],
+                        strict=True,
+                    )
+                ],
                 "Tokens": arms["tokens_seen"].map(si),
                 "Train FLOPs": arms["train_flops"].map(si),
                 "KV bytes/token": arms["kv_cache_bytes_per_token"].map(si),
-                "Wall time (s)": arms["wall_time_s"].map(lambda s: f"{s:.3g}"),
+                "Train time (s)": arms["wall_time_s"].map(lambda s: f"{s:.3g}"),
                 "Loss (95% CI)": [
                     _interval(r.loss, r.loss_ci_low, r.loss_ci_high, r.seed_values)
                     for r in arms.itertuples()
@@ -199,9 +190,7 @@ def arms_section(analysis: Analysis) -> list[str]:
                         r.perplexity,
                         r.perplexity_ci_low,
                         r.perplexity_ci_high,
-                        ", ".join(
-                            f"{math.exp(float(v)):.2f}" for v in r.seed_values.split(", ") if v
-                        ),
+                        r.seed_perplexities,
                         2,
                     )
                     for r in arms.itertuples()
@@ -216,7 +205,35 @@ def arms_section(analysis: Analysis) -> list[str]:
             }
         )
         lines += [f"### {group.label}", "", markdown_table(table), ""]
+    lines += [_train_time_note(analysis.primary.runs), ""]
     return lines
+
+
+def _train_time_note(runs: pd.DataFrame) -> str:
+    source = runs["wall_time_source"] if "wall_time_source" in runs else pd.Series(dtype=object)
+    if len(source) and (source == "final/elapsed_s").all():
+        clock = (
+            "the training run's own clock at its end (`final/elapsed_s`, the time the console "
+            "prints after `... tokens in`)"
+        )
+    else:
+        clock = (
+            "the training loop's last logged clock (`time/elapsed_s`): it leaves out the final "
+            "full-split evaluation, which the console's `... tokens in N s` includes"
+        )
+    return (
+        f"*Train time* (mean over seeds) is {clock}; neither counts start-up and data "
+        "preparation, which a sweep's wall time does. *Non-emb. params* excludes the token "
+        "embedding and output head; for a mixture of experts it is total (active per token)."
+    )
+
+
+def _params_text(total: float, active: float) -> str:
+    if math.isnan(total):
+        return "n/a"
+    if math.isnan(active) or math.isclose(total, active, rel_tol=1e-9):
+        return si(total)
+    return f"{si(total)} ({si(active)} active)"
 
 
 def lr_section(analysis: Analysis) -> list[str]:
@@ -278,35 +295,42 @@ def compute_section(analysis: Analysis) -> list[str]:
     ]
 
 
-def evidence_section(analysis: Analysis) -> list[str]:
-    evidence = analysis.evidence
-    numbers = evidence.source_numbers()
-    rows = [
-        {
-            "Model": r.model,
-            "Factor": r.factor,
-            "Level": r.level,
-            "Claim (as the source states it)": r.claim,
-            "Source": f"[{numbers[r.source]}]",
-        }
-        for r in evidence.rows
-    ]
-    sources = [
-        f"{n}. {title}: <{url}>"
-        for (title, url), n in zip(evidence.sources.values(), numbers.values(), strict=True)
-    ]
-    return [
-        "## Public evidence",
-        "",
-        "Shipped with the package (`gpt5_ablate/analysis/public_evidence.yaml`): one row per open "
-        "model and factor level, only facts the source states. Nothing is known about GPT-5 "
-        "itself.",
-        "",
-        markdown_table(pd.DataFrame(rows)),
-        "",
-        *sources,
-        "",
-    ]
+def _compute_matching(arms: pd.DataFrame) -> str:
+    """Parameter and FLOP disparities between arms, on non-embedding parameters (total and,
+    for a mixture of experts, active), which is what differs between designs."""
+    column = (
+        "n_params_non_embedding" if arms["n_params_non_embedding"].notna().any() else "n_params"
+    )
+    params = relative_spread(arms[column])
+    flops = relative_spread(arms["train_flops"])
+    active = relative_spread(arms["n_params_non_embedding_active"])
+    if math.isnan(params) and math.isnan(flops):
+        return "Parameter counts and FLOPs were not logged, so compute matching is unknown."
+    what = "non-embedding parameters" if column == "n_params_non_embedding" else "parameters"
+    moe = arms["n_params_non_embedding_active"] < arms["n_params_non_embedding"] * (1 - 1e-9)
+    moe_text = ""
+    if moe.any():
+        pairs = sorted(
+            {
+                f"{si(r.n_params_non_embedding)} non-embedding parameters, "
+                f"{si(r.n_params_non_embedding_active)} active per token"
+                for r in arms[moe].itertuples()
+            }
+        )
+        moe_text = (
+            f" Mixture-of-experts arms ({', '.join(arms.loc[moe, 'arm'].astype(str))}) hold "
+            f"{'; '.join(pairs)} (active non-embedding parameters differ by up to {active:.1%} "
+            "across all arms)."
+        )
+    if max(v for v in (params, flops) if not math.isnan(v)) <= COMPUTE_MATCH_TOLERANCE:
+        return (
+            f"Arms are compute-matched ({what} within {params:.1%}, training FLOPs within "
+            f"{flops:.1%}).{moe_text}"
+        )
+    return (
+        f"Arms are **not** compute-matched: {what} differ by up to {params:.1%} and training "
+        f"FLOPs by up to {flops:.1%}; part of a loss gap can come from that.{moe_text}"
+    )
 
 
 def caveats_section(analysis: Analysis) -> list[str]:
@@ -326,16 +350,7 @@ def caveats_section(analysis: Analysis) -> list[str]:
         f"**Seeds.** {range_text(seeds, lambda v: f'{v:g}')} seed(s) per arm; arm intervals need "
         f"{MIN_SEEDS_FOR_CI} seeds, and the verdict's precision is in the power lines."
     )
-    spreads = [relative_spread(arms["n_params"]), relative_spread(arms["train_flops"])]
-    if all(math.isnan(s) for s in spreads):
-        matched = "Parameter counts and FLOPs were not logged, so compute matching is unknown."
-    elif max(s for s in spreads if not math.isnan(s)) <= COMPUTE_MATCH_TOLERANCE:
-        matched = f"Arms are compute-matched (parameters within {spreads[0]:.1%}, FLOPs within {spreads[1]:.1%})."
-    else:
-        matched = (
-            f"Arms are **not** compute-matched: parameter counts differ by up to {spreads[0]:.1%} "
-            f"and training FLOPs by up to {spreads[1]:.1%}; part of a loss gap can come from that."
-        )
+    matched = _compute_matching(arms)
     items.append(f"**Compute.** {matched}")
     items.append(
         "**Learning rate.** "

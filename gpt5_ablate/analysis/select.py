@@ -73,6 +73,8 @@ def choose_sweep(runs: pd.DataFrame, sweep: str) -> tuple[pd.DataFrame, str, lis
             )
         chosen = str(matches[0])
     keep = ids.astype(object).eq(chosen)
+    if "also_in_sweeps" in runs:  # finished runs the sweep found instead of training them
+        keep |= runs["also_in_sweeps"].map(lambda ids: chosen in str(ids).split(",")).astype(bool)
     left = runs[~keep]
     warnings = []
     if not left.empty:

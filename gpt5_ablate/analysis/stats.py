@@ -286,8 +286,15 @@ def arm_summary(runs: pd.DataFrame, metric: str = "loss", level_ci: float = 0.95
                 "model": group["model"].iloc[0] if "model" in group else None,
                 "n_seeds": int(values.notna().sum()),
                 "seed_values": ", ".join(f"{v:.3f}" for v in values.dropna()),
+                # exp of each unrounded seed loss (exp of the rounded text would disagree).
+                "seed_perplexities": ", ".join(f"{math.exp(v):.2f}" for v in values.dropna()),
                 "lr_scale": _single_or_list(group.get("lr_scale")),
                 "n_params": _mean_or_nan(group, "n_params"),
+                "n_params_non_embedding": _mean_or_nan(group, "n_params_non_embedding"),
+                "n_params_active": _mean_or_nan(group, "n_params_active"),
+                "n_params_non_embedding_active": _mean_or_nan(
+                    group, "n_params_non_embedding_active"
+                ),
                 "flops_per_token": _mean_or_nan(group, "flops_per_token"),
                 "tokens_seen": _mean_or_nan(group, "tokens_seen"),
                 "train_flops": _mean_or_nan(group, "train_flops"),

@@ -24,9 +24,12 @@ For each varied factor:
    family adjusted by Holm's step-down method (``statsmodels.stats.multitest.multipletests``).
    Intervals shown are simultaneous Bonferroni intervals at level ``1 − α/m`` (m tests): an
    interval that excludes 0 always means a Holm rejection (Holm is the more powerful of the two).
-5. **Outcome.** *Equivalent within ±margin* when every TOST rejects after Holm; otherwise
-   *favoured (best)* when every difference test rejects after Holm with the best lower;
-   otherwise *inconclusive*.
+5. **Outcome, read from the intervals shown.** *Favoured (best)* only when every comparison's
+   simultaneous interval (level ``1 − α/m``) lies below zero; *equivalent within ±margin* only
+   when every comparison's TOST interval (level ``1 − 2α/m``, the interval form of a Bonferroni
+   TOST) lies inside ±margin; otherwise *inconclusive*. Holm's p-values are shown beside them,
+   but a Holm rejection whose interval still touches zero is reported as inconclusive, so no
+   cell claims more than the interval printed next to it.
 """
 
 from __future__ import annotations
@@ -88,6 +91,8 @@ class Comparison:
     p_holm: float = math.nan
     tost_p_holm: float = math.nan
     ci: tuple[float, float] = (math.nan, math.nan)
+    #: The ``1 − 2α/m`` interval whose inclusion in ±margin is the (Bonferroni) TOST.
+    tost_ci: tuple[float, float] = (math.nan, math.nan)
     #: Document-level bootstrap interval (evaluation-set noise only), filled in by docboot.
     doc_ci: tuple[float, float] | None = None
 
@@ -95,11 +100,25 @@ class Comparison:
     def estimate(self) -> float:
         return self.effect.estimate
 
+    @property
+    def below_zero(self) -> bool:
+        """The simultaneous interval excludes zero on the side of the best level."""
+        return not math.isnan(self.ci[1]) and self.ci[1] < 0
+
+    def within(self, margin: float) -> bool:
+        """The TOST interval lies inside ±margin."""
+        low, high = self.tost_ci
+        return not math.isnan(low) and -margin < low and high < margin
+
     def text(self, digits: int = 3) -> str:
         low, high = self.ci
         interval = "" if math.isnan(low) else f" [{low:+.{digits}f}, {high:+.{digits}f}]"
+        tlow, thigh = self.tost_ci
+        tost = (
+            "" if math.isnan(tlow) else f", TOST interval [{tlow:+.{digits}f}, {thigh:+.{digits}f}]"
+        )
         return (
-            f"{self.level} − {self.reference}: {self.estimate:+.{digits}f}{interval}, "
+            f"{self.level} − {self.reference}: {self.estimate:+.{digits}f}{interval}{tost}, "
             f"Holm p={self.p_holm:.2g}, TOST p={self.tost_p_holm:.2g}"
         )
 
@@ -114,6 +133,7 @@ class CellVerdict:
     comparisons: list[Comparison]
     outcome: str = "inconclusive"  # favoured | equivalent | inconclusive | untestable
     alpha: float = DEFAULT_ALPHA
+    margin: float = DEFAULT_MARGIN
 
     def label(self, margin: float) -> str:
         if self.outcome == "favoured":
@@ -122,7 +142,7 @@ class CellVerdict:
             return f"equivalent within ±{margin:g}"
         if self.outcome == "untestable":
             return f"untestable (lowest mean: {self.best})"
-        beaten = [c.reference for c in self.comparisons if c.p_holm < self.alpha and c.estimate < 0]
+        beaten = [c.reference for c in self.comparisons if c.below_zero]
         tail = f"; {self.best} beats {', '.join(beaten)}" if beaten else ""
         return f"inconclusive (lowest mean: {self.best}{tail})"
 
@@ -248,12 +268,14 @@ def _interaction(
     )
 
 
-def _outcome(cell: CellVerdict, alpha: float) -> str:
-    if not cell.comparisons or any(math.isnan(c.p_holm) for c in cell.comparisons):
+def _outcome(cell: CellVerdict, margin: float) -> str:
+    """From the intervals shown: favoured if all lie below 0, equivalent if all TOST intervals
+    lie inside ±margin."""
+    if not cell.comparisons or any(math.isnan(c.ci[0]) for c in cell.comparisons):
         return "untestable"
-    if all(c.tost_p_holm < alpha for c in cell.comparisons):
+    if all(c.within(margin) for c in cell.comparisons):
         return "equivalent"
-    if all(c.p_holm < alpha and c.estimate < 0 for c in cell.comparisons):
+    if all(c.below_zero for c in cell.comparisons):
         return "favoured"
     return "inconclusive"
 
@@ -297,14 +319,16 @@ def analyse_factors(
     adjusted = holm([c.effect.p_value for c in comparisons] + [c.tost_p for c in comparisons])
     verdicts.n_tests = int(np.sum(~np.isnan(adjusted)))
     level = 1.0 - alpha / max(verdicts.n_tests, 1)
+    tost_level = 1.0 - 2.0 * alpha / max(verdicts.n_tests, 1)
     for i, comparison in enumerate(comparisons):
         comparison.p_holm = float(adjusted[i])
         comparison.tost_p_holm = float(adjusted[len(comparisons) + i])
         comparison.ci = comparison.effect.ci(level)
+        comparison.tost_ci = comparison.effect.ci(tost_level)
     for result in results:
         for cell in result.used:
-            cell.alpha = alpha
-            cell.outcome = _outcome(cell, alpha)
+            cell.alpha, cell.margin = alpha, margin
+            cell.outcome = _outcome(cell, margin)
         _add_power(result, fit, runs, alpha / max(verdicts.n_tests, 1), margin)
     return verdicts
 

@@ -11,18 +11,18 @@ Layout of a run dir::
                             /dcp/                   FSDP only: sharded model + optimizer state
                             /MANIFEST.json          every file's size and SHA-256, written last
     checkpoints/latest                              name of the newest complete checkpoint
+    checkpoints/step_0000100.damaged                a damaged checkpoint, moved aside
 
 A checkpoint is built in a hidden directory and renamed into place; ``latest`` is replaced only
 after that, so a crash mid-write never leaves a half checkpoint under a real name. Reading
 verifies the manifest: a damaged or missing ``latest`` falls back to the newest intact checkpoint
 with a warning naming both, and when none is intact the run refuses to start rather than
-silently starting again from step 0.
+silently starting again from step 0. A damaged checkpoint is moved aside (``step_N.damaged``), so
+it never counts toward ``keep_checkpoints``: pruning keeps the newest intact ones.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import random
@@ -37,33 +37,39 @@ from safetensors.torch import load_model, save_model
 
 from gpt5_ablate.config import flatten
 from gpt5_ablate.errors import CheckpointError, ConfigError, InputError
-from gpt5_ablate.files import write_atomic
+from gpt5_ablate.files import follow_umask, write_atomic
+from gpt5_ablate.run_identity import is_cosmetic
+from gpt5_ablate.train.checkpoint_files import (
+    CONFIG,
+    DCP_DIR,
+    LATEST,
+    LEGACY_STATE,
+    MANIFEST,
+    STATE_STEM,
+    TOKENIZER,
+    WEIGHTS,
+    damage,
+    latest_checkpoint,
+    move_aside,
+    quick_damage,
+    step_dirs,
+    write_manifest,
+)
 from gpt5_ablate.train.distributed import DistContext
 from gpt5_ablate.train.state_io import load_state, save_state
 from gpt5_ablate.train.untrusted import load_legacy_pickle
 
 log = logging.getLogger("gpt5_ablate")
 
-WEIGHTS = "model.safetensors"
-CONFIG = "config.yaml"
-TOKENIZER = "tokenizer"
-STATE_STEM = "trainer_state"
-LEGACY_STATE = "trainer_state.pt"  # pickled: written by harness versions before the manifest
-MANIFEST = "MANIFEST.json"
-DCP_DIR = "dcp"
-LATEST = "latest"
-FORMAT = 2
 
-# Settings that change how a run executes, not what it computes: they may differ on resume.
+# Besides the cosmetic keys (gpt5_ablate.run_identity.COSMETIC_KEYS), settings that change how a
+# run executes rather than what it computes may differ on resume (a run stopped on one machine,
+# resumed on another): they are part of a run's identity, but do not block its resume.
 RESUME_IGNORED_KEYS = {
-    "trainer.progress",
-    "trainer.resume",
     "trainer.num_threads",
     "trainer.device",
     "trainer.parallel",
     "trainer.compile",
-    "trainer.trust_checkpoint",
-    "tracking.uri",  # credentials are redacted in the saved copy; the store may move
 }
 
 
@@ -91,63 +97,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 # --- files ---------------------------------------------------------------------------------------
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def write_manifest(directory: Path, step: int) -> None:
-    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
-    entries = {
-        str(p.relative_to(directory)): {"size": p.stat().st_size, "sha256": _sha256(p)}
-        for p in files
-    }
-    manifest = {"format": FORMAT, "step": step, "files": entries}
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1))
-
-
-def damage(checkpoint: Path) -> list[str]:
-    """What is wrong with a checkpoint dir (empty: intact). Checkpoints from before the
-    manifest are checked for their weights file only."""
-    if not (checkpoint / WEIGHTS).is_file():
-        return [f"{checkpoint / WEIGHTS} is missing"]
-    manifest_path = checkpoint / MANIFEST
-    if not manifest_path.is_file():
-        return [] if (checkpoint / LEGACY_STATE).is_file() else [f"{manifest_path} is missing"]
-    try:
-        entries = json.loads(manifest_path.read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return [f"{manifest_path} is unreadable"]
-    problems = []
-    for name, expected in entries.items():
-        path = checkpoint / name
-        if not path.is_file():
-            problems.append(f"{path} is missing")
-        elif path.stat().st_size != expected["size"]:
-            problems.append(f"{path} has {path.stat().st_size} bytes, expected {expected['size']}")
-        elif _sha256(path) != expected["sha256"]:
-            problems.append(f"{path} does not match its checksum")
-    return problems
-
-
-def step_dirs(root: Path) -> list[Path]:
-    """Checkpoint dirs, oldest first."""
-    return sorted(p for p in root.glob("step_*") if p.is_dir())
-
-
-def latest_checkpoint(root: Path) -> Path | None:
-    """The checkpoint ``latest`` names, if it is there (no verification: for readers such as
-    ``generate``; resume uses ``Checkpointer.resumable``)."""
-    pointer = root / LATEST
-    if not pointer.is_file():
-        return None
-    path = root / pointer.read_text().strip()
-    return path if (path / WEIGHTS).is_file() else None
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:
@@ -217,6 +166,9 @@ class Checkpointer:
                 (tmp / CONFIG).write_text(config_yaml)
                 shutil.copytree(tokenizer_dir, tmp / TOKENIZER)
                 save_state(state, tmp, STATE_STEM)
+                # safetensors writes its file 0600 and the tokenizer cache dir is 0700: make the
+                # checkpoint as readable as any other file the user creates.
+                follow_umask(tmp)
                 write_manifest(tmp, step)  # last: its presence says the rest is complete
                 if final.exists():  # a re-save of the same step (the final one after a resume)
                     shutil.rmtree(final)
@@ -256,10 +208,21 @@ class Checkpointer:
         return plain
 
     def _prune(self, protect: str) -> None:
+        """Keep the ``keep`` newest intact checkpoints and the one just written. Only intact
+        ones count (sizes checked, no reading); a damaged one is moved aside, not counted, so
+        the newest intact checkpoint is never deleted before a newer intact one exists."""
         if self.keep <= 0:
             return
-        for old in step_dirs(self.root)[: -self.keep]:
-            if old.name != protect:
+        intact = []
+        for path in step_dirs(self.root):
+            problems = quick_damage(path)
+            if problems:
+                move_aside(path, problems)
+            else:
+                intact.append(path)
+        kept = set(intact[-self.keep :]) | {self.root / protect}
+        for old in intact:
+            if old not in kept:
                 shutil.rmtree(old, ignore_errors=True)
 
     # --- reading -----------------------------------------------------------------------------
@@ -297,6 +260,7 @@ class Checkpointer:
                     f"warning: checkpoint {preferred or pointer} is unusable ({why}); "
                     f"resuming from {path}, the newest intact checkpoint."
                 )
+            self._set_aside(path, {p: issues for p, issues in problems.items() if issues})
             return path
         listed = "; ".join(p for issues in problems.values() for p in issues[:2])
         raise CheckpointError(
@@ -305,12 +269,28 @@ class Checkpointer:
             "replaced as the new run saves its own)."
         )
 
+    def _set_aside(self, resumed: Path, damaged: dict[Path, list[str]]) -> None:
+        """Move the damaged checkpoints found on the way to ``resumed`` aside, and point
+        ``latest`` at it (every rank has read them before rank 0 renames them)."""
+        if not damaged:
+            return
+        self.dist.barrier()
+        if self.dist.is_main:
+            for path, problems in damaged.items():
+                move_aside(path, problems)
+            write_atomic(self.root / LATEST, resumed.name)
+        self.dist.barrier()
+
     def check_config(self, checkpoint: Path, current: dict[str, Any]) -> None:
         """Refuse to resume a checkpoint written under a different config (an edited YAML).
         Keys the saved config lacks (settings added to the harness since) do not block it."""
         saved = flatten(OmegaConf.to_container(OmegaConf.load(checkpoint / CONFIG)))
         now = flatten(current)
-        differing = sorted(k for k in saved.keys() - RESUME_IGNORED_KEYS if saved[k] != now.get(k))
+        differing = sorted(
+            k
+            for k in saved.keys() - RESUME_IGNORED_KEYS
+            if not is_cosmetic(k) and saved[k] != now.get(k)
+        )
         if differing:
             shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in differing[:5])
             raise ConfigError(

@@ -11,6 +11,10 @@ raising, so Hydra prints no traceback and goes on with the other jobs. Hydra ski
 ended the sweep), so ``finish_sweep`` (called by the CLI after Hydra returns) prints the summary
 and closes the parent run then.
 
+A job whose run already finished (the same configuration, run before) trains nothing and returns
+``JobAlreadyFinished``: it counts as finished, and the summary says it was not trained again. A
+sweep whose jobs had all finished before deletes its (empty) parent run.
+
 Launchers that run jobs in other processes (joblib, SLURM) call ``on_job_end`` there, so every
 outcome is also appended to ``<sweep dir>/.sweeps/<sweep_id>.jsonl``, which the parent reads.
 """
@@ -43,6 +47,16 @@ class JobFailure:
     reason: str
     status: str = "FAILED"  # or KILLED
 
+
+@dataclass
+class JobAlreadyFinished:
+    """A sweep job's return value when its run had finished before: nothing was trained."""
+
+    final_eval: dict[str, float]
+    where: str  # the run dir's name and the MLflow run
+
+
+ALREADY_FINISHED = "already finished, not trained again"  # the summary's note for such a job
 
 _active: SweepCallback | None = None  # the sweep running in this process, until it is reported
 
@@ -95,6 +109,8 @@ class SweepCallback(Callback):
             value = job_return.return_value
             if isinstance(value, JobFailure):
                 outcome = (overrides, value.status, _first_line(value.reason))
+            elif isinstance(value, JobAlreadyFinished):
+                outcome = (overrides, "FINISHED", f"{ALREADY_FINISHED}: {value.where}")
             else:
                 outcome = (overrides, "FINISHED", "")
         else:
@@ -119,6 +135,10 @@ class SweepCallback(Callback):
     def n_failed(self) -> int:
         return sum(status != "FINISHED" for _, status, _ in self.outcomes)
 
+    @property
+    def n_already_finished(self) -> int:
+        return sum(reason.startswith(ALREADY_FINISHED) for _, _, reason in self.outcomes)
+
     def on_multirun_end(self, config: DictConfig | None = None, **kwargs: Any) -> None:
         if self.reported:
             return
@@ -134,21 +154,17 @@ class SweepCallback(Callback):
                 self.outcomes = recorded  # type: ignore[assignment]
         failed = [o for o in self.outcomes if o[1] != "FINISHED"]
         if self.parent_run_id and self.uri:
-            from mlflow.tracking import MlflowClient
-
-            try:
-                MlflowClient(self.uri).set_terminated(
-                    self.parent_run_id, "FAILED" if failed or self.ended_early else "FINISHED"
-                )
-            except Exception as error:
-                print(
-                    redact_text(f"warning: could not close the sweep's parent run: {error}"),
-                    file=sys.stderr,
-                )
+            self._close_parent_run("FAILED" if failed or self.ended_early else "FINISHED")
         if not self.outcomes:
             return
+        earlier = (
+            f" ({self.n_already_finished} had finished before: not trained again)"
+            if self.n_already_finished
+            else ""
+        )
         lines = [
-            f"\nSweep summary: {len(self.outcomes) - len(failed)}/{len(self.outcomes)} runs finished, {len(failed)} failed."
+            f"\nSweep summary: {len(self.outcomes) - len(failed)}/{len(self.outcomes)} runs "
+            f"finished{earlier}, {len(failed)} failed."
             + (" The sweep stopped before its last job." if self.ended_early else "")
         ]
         # Show each job by the overrides that tell it apart, not the ones every job shares.
@@ -159,6 +175,23 @@ class SweepCallback(Callback):
             shown = " ".join(t for t in overrides.split() if t not in shared) or overrides
             lines.append(f"  {status:8s} {shown}" + (f"\n           -> {reason}" if reason else ""))
         print(redact_text("\n".join(lines)), file=sys.stderr)
+
+    def _close_parent_run(self, status: str) -> None:
+        """End the parent run; delete it when every job had finished before (no run of this
+        sweep trained, so it would group nothing)."""
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(self.uri)
+        try:
+            if self.outcomes and self.n_already_finished == len(self.outcomes):
+                client.delete_run(self.parent_run_id)
+            else:
+                client.set_terminated(self.parent_run_id, status)
+        except Exception as error:
+            print(
+                redact_text(f"warning: could not close the sweep's parent run: {error}"),
+                file=sys.stderr,
+            )
 
 
 def _outcome_file(config: DictConfig) -> Path | None:

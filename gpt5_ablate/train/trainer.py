@@ -1,5 +1,6 @@
 """The Trainer: one training recipe for every variant, made of small steps.
 
+    already finished?            report the earlier result, train nothing (finished.py)
     setup()                      data, model, optimizers, resume, MLflow run
     while step < total_steps:
         train_step()             accumulate gradients, clip, step, schedule
@@ -37,6 +38,13 @@ from gpt5_ablate.train.checkpoint import (
     set_rng_state,
 )
 from gpt5_ablate.train.evaluate import evaluate
+from gpt5_ablate.train.finished import (
+    AlreadyFinished,
+    forget_finished,
+    join_sweep,
+    read_finished,
+    record_finished,
+)
 from gpt5_ablate.train.plan import TrainPlan
 from gpt5_ablate.train.records import RunRecorder, TrainResult
 from gpt5_ablate.train.runtime import resolve_runtime, seed_everything
@@ -81,6 +89,9 @@ class Trainer:
     # --- the recipe ---------------------------------------------------------------------------
 
     def train(self) -> TrainResult:
+        finished = self.already_finished()
+        if finished is not None:
+            return finished
         resume_from = self.setup()
         self.last_checkpoint = resume_from
         status = "FAILED"
@@ -105,6 +116,20 @@ class Trainer:
         finally:
             self.recorder.close(status)
 
+    def already_finished(self) -> AlreadyFinished | None:
+        """The run dir's earlier result when this run already finished there (nothing is
+        trained, evaluated or logged again); ``trainer.resume=false`` trains it again."""
+        if not self.config.resume:
+            return None
+        finished = read_finished(self.run_dir, self.plan.total_steps)
+        if finished is None:
+            return None
+        self.checkpointer.check_config(finished.checkpoint, self.recorded_config)
+        sweep_id, tracking = self.recorder.sweep_id, self.plan.tracking
+        if sweep_id and finished.run_id and tracking.enabled and self.dist.is_main:
+            join_sweep(tracking.uri, finished.run_id, sweep_id)
+        return finished
+
     # --- setup --------------------------------------------------------------------------------
 
     def setup(self) -> Path | None:
@@ -123,6 +148,8 @@ class Trainer:
             self.prepared.train_blocks, self.prepared.val_blocks, self.prepared.vocab_size
         )
         self.run_dir.mkdir(parents=True, exist_ok=True)  # only once the data is there
+        if self.dist.is_main:
+            forget_finished(self.run_dir)  # it trains again: not finished until it finishes
         self.build(self.prepared.vocab_size, self.prepared.train_blocks)
         if resume_from is not None:
             self.resume(resume_from)
@@ -332,7 +359,10 @@ class Trainer:
         if self.last_checkpoint is None or latest_checkpoint(self.checkpointer.root) is None:
             self.save()
         full = self.recorder.final_pass()
-        return self.recorder.finish(full)
+        result = self.recorder.finish(full)
+        if self.dist.is_main:
+            record_finished(result)
+        return result
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:

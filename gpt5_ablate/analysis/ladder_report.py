@@ -1,0 +1,425 @@
+"""The scale ladder's Markdown report (``<out>/ladder/report.md``) with its CSVs and figures:
+sizes, tuned rates, test losses, the compute multiplier and its trend (with the extrapolation
+marked as not measured), published anchors, the context sweep, whether each measured preference
+is replicated, and the judgement rule applied to what the ladder measured. The numbers come from
+:mod:`~gpt5_ablate.analysis.ladder`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gpt5_ablate.analysis import ladder, plots_ladder
+from gpt5_ablate.analysis.compute import SizeMultipliers, saturating_fit
+from gpt5_ablate.analysis.evidence import MIN_COMPUTE_SPAN, MIN_SIZES, load_evidence
+from gpt5_ablate.analysis.judgement import JudgementSettings, MeasuredSize, judgement, rule_text
+from gpt5_ablate.analysis.ladder import ADAMW, BIN_PREFIX, CONTEXT_FACTORS, MUON, LadderData
+from gpt5_ablate.analysis.sections import markdown_table
+from gpt5_ablate.analysis.stats import MIN_SEEDS_FOR_CI
+from gpt5_ablate.analysis.text import si
+
+#: Wen et al. 2025 (arXiv:2509.02046): Muon's speed-up with per-size tuning, by parameters.
+WEN_ANCHORS = ((130e6, 1.4), (1.2e9, 1.1))
+#: Moonlight (arXiv:2502.16982): compute efficiency from its scaling-law fits.
+MOONLIGHT_MULTIPLIER = 2.0
+
+
+def saturating_note(data: LadderData, multipliers: SizeMultipliers | None) -> str:
+    """Which functional form was used, and the saturating form's per-size multipliers only
+    where both optimizers' fits are well determined."""
+    frame = data.report.dropna(subset=["loss", "train_flops"])
+    fits = {
+        opt: saturating_fit(np.log10(g["train_flops"].to_numpy(float)), g["loss"].to_numpy(float))
+        for opt, g in frame.groupby("optimizer")
+        if opt in (MUON, ADAMW)
+    }
+    used = "Form used: log-linear, loss = a + b·log10(C), per optimizer."
+    if len(fits) < 2 or multipliers is None:
+        return used
+    problems = [f"{opt}: {fit.reason}" for opt, fit in fits.items() if fit.reason]
+    if problems:
+        return f"{used} The saturating form E + A·C^−α was not used ({'; '.join(problems)})."
+    adamw = fits[ADAMW]
+    parts = []
+    for size, log_c in zip(multipliers.sizes, multipliers.log_c, strict=True):
+        muon_loss = float(
+            frame[(frame["size"] == size) & (frame["optimizer"] == MUON)]["loss"].mean()
+        )
+        needed = adamw.log_c_at(muon_loss)
+        parts.append(f"{size}: {10 ** (needed - log_c):.3g}×" if math.isfinite(needed) else
+                     f"{size}: never (below AdamW's fitted floor E={adamw.e:.3f})")  # fmt: skip
+    return (
+        f"{used} Sensitivity, saturating form E + A·C^−α (well determined for both): "
+        f"multipliers {'; '.join(parts)} (point estimates)."
+    )
+
+
+def replicated_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Per factor: at how many sizes each level is favoured, and the compute they span."""
+    lines = []
+    for factor in dict.fromkeys(r["factor"] for r in rows):
+        mine = [r for r in rows if r["factor"] == factor]
+        favoured = [r for r in mine if r["category"] == "favoured"]
+        parts, spans = [], []
+        for level in sorted({r["favoured"] for r in favoured}):
+            flops = [r["flops"] for r in favoured if r["favoured"] == level]
+            spans.append(max(flops) / min(flops))
+            parts.append(
+                f"{level} favoured at {len(flops)} size(s) spanning {spans[-1]:.3g}× compute"
+            )
+        meets = len(spans) == 1 and len(favoured) >= MIN_SIZES and spans[0] >= MIN_COMPUTE_SPAN
+        where = ""
+        if mine[0].get("window_tokens"):
+            where = (
+                f" at context {mine[0]['context_len']:.0f} / window {mine[0]['window_tokens']:.0f}"
+            )
+        lines.append(
+            f"- **{factor}**{where}: {'; '.join(parts) or 'favoured at no size'} (of {len(mine)} "
+            f"measured); {'meets' if meets else 'does not meet'} the rule's {MIN_SIZES} sizes "
+            f"spanning {MIN_COMPUTE_SPAN:g}×."
+        )
+    return lines
+
+
+def _estimate_text(value: float, low: float, high: float, fmt: str = ".3g") -> str:
+    if math.isnan(value):
+        return "n/a"
+    interval = "" if math.isnan(low) else f" [{low:{fmt}}, {high:{fmt}}]"
+    return f"{value:{fmt}}{interval}"
+
+
+def _multiplier_section(mult: SizeMultipliers | None, sizes: pd.DataFrame) -> list[str]:
+    lines = ["## Compute multiplier", ""]
+    if mult is None:
+        return [*lines, "No multiplier: fewer than two sizes hold runs of both optimizers.", ""]
+    (a_m, b_m), (a_w, b_w) = mult.fits[mult.arm], mult.fits[mult.baseline]
+    lines += [
+        f"How much more training compute {mult.baseline} needs to reach {mult.arm}'s test loss. "
+        f"Each optimizer's loss is fitted across sizes as a line in log10 compute "
+        f"({mult.arm}: {a_m:.4f} {b_m:+.4f}·log10 C; {mult.baseline}: {a_w:.4f} "
+        f"{b_w:+.4f}·log10 C); at each size, {mult.arm}'s mean loss is located on "
+        f"{mult.baseline}'s line. 95% intervals: a parametric bootstrap over seeds within each "
+        "size (each draw redraws every size's mean from its seeds' spread, pooled over sizes "
+        "per optimizer, and refits both lines), which keeps the Student-t width of few seeds.",
+        "",
+    ]
+    frame = pd.DataFrame({
+        "size": mult.sizes,
+        "training FLOPs": [f"{10**c:.3g}" for c in mult.log_c],
+        "multiplier [95% CI]": [_estimate_text(e.value, e.low, e.high) for e in mult.multipliers],
+    })  # fmt: skip
+    lines += [markdown_table(frame), ""]
+    if mult.diff_trend is not None:
+        d = mult.diff_trend
+        lines.append(
+            f"Trend of the loss difference ({mult.arm} − {mult.baseline}): "
+            f"{_estimate_text(d.value, d.low, d.high, '+.4f')} nats per decade of compute."
+        )
+        lines.append("")
+    if mult.trend is None:
+        lines += ["", f"**No trend can be fitted**: {mult.no_trend}.", ""]
+        return lines
+    t = mult.trend
+    span = 10 ** (max(mult.log_c) - min(mult.log_c))
+    lines += [
+        f"Trend of the multiplier: {_estimate_text(t.value, t.low, t.high, '+.3f')} in log10(×) "
+        f"per decade of compute, over {len(mult.sizes)} sizes spanning {span:.3g}× compute.",
+        "",
+        "### Extrapolation (NOT measured)",
+        "",
+        f"The log-linear trend carried from {10 ** min(mult.log_c):.3g}–"
+        f"{10 ** max(mult.log_c):.3g} FLOPs to frontier compute, "
+        f"{math.log10(min(mult.extrapolated)) - max(mult.log_c):.1f}+ decades beyond the "
+        "largest measured size. The intervals carry only the seed noise of the fit, not the "
+        "error of assuming the form holds that far; read them as a lower bound on uncertainty.",
+        "",
+    ]
+    rows = [
+        {"training FLOPs": f"{c:.0e}",
+         "multiplier [95% CI]": _estimate_text(e.value, e.low, e.high),
+         f"loss difference {mult.arm} − {mult.baseline} [95% CI]": _estimate_text(
+             mult.diff_extrapolated[c].value, mult.diff_extrapolated[c].low,
+             mult.diff_extrapolated[c].high, "+.4f")}
+        for c, e in mult.extrapolated.items()
+    ]  # fmt: skip
+    lines += [markdown_table(pd.DataFrame(rows)), ""]
+    if t.value != 0:
+        log_m = [math.log10(e.value) for e in mult.multipliers]
+        cross = np.mean(mult.log_c) - np.mean(log_m) / t.value
+        if cross > max(mult.log_c) and t.value < 0:
+            lines += [
+                f"The fitted line reaches 1× at {10**cross:.3g} FLOPs; beyond that it reads as "
+                f"{mult.baseline} needing less compute, which the log-linear form forces rather "
+                "than the data show.",
+                "",
+            ]
+    return lines
+
+
+def _anchor_lines(mult: SizeMultipliers | None, sizes: pd.DataFrame) -> list[str]:
+    lines = ["## Against published anchors (stated context, not data)", ""]
+    if mult is None:
+        return [*lines, "No multiplier was measured, so there is nothing to compare.", ""]
+    (n0, m0), (n1, m1) = WEN_ANCHORS
+    # Their compute grows about as N² at a fixed tokens-per-parameter ratio.
+    wen_slope = math.log10(m1 / m0) / math.log10((n1 / n0) ** 2)
+    params = sizes.set_index("size")["non_embedding_params"]
+    first, last = mult.multipliers[0], mult.multipliers[-1]
+    p_first, p_last = params.get(mult.sizes[0], math.nan), params.get(mult.sizes[-1], math.nan)
+    if mult.trend is not None and not math.isnan(mult.trend.low):
+        t = mult.trend
+        where = (
+            "contains" if t.low <= wen_slope <= t.high
+            else "lies below" if t.high < wen_slope else "lies above"
+        )  # fmt: skip
+        slope_text = (
+            f"a trend of {t.value:+.3f} [{t.low:+.3f}, {t.high:+.3f}] per decade, whose interval "
+            f"{where} that anchor slope"
+        )
+    else:
+        slope_text = f"no fitted trend ({mult.no_trend or 'no interval'})"
+    lines.append(
+        f"- Wen et al. 2025 (arXiv:2509.02046), each optimizer tuned per size: Muon's speed-up "
+        f"falls from ~{m0}× at {n0 / 1e6:.0f}M to ~{m1}× at {n1 / 1e9:.1f}B parameters "
+        f"(≈ {wen_slope:+.3f} log10(×) per decade of compute if their compute grows as N²). "
+        f"This ladder, at {si(p_first)}–{si(p_last)} non-embedding parameters "
+        f"({n0 / p_last:.3g}–{n0 / p_first:.3g}× below their smallest), measures "
+        f"{_estimate_text(first.value, first.low, first.high)} at its smallest size and "
+        f"{_estimate_text(last.value, last.low, last.high)} at its largest, {slope_text}."
+    )
+    finite = [e for e in mult.multipliers if not math.isnan(e.low)]
+    below = sum(e.high < MOONLIGHT_MULTIPLIER for e in finite)
+    above = sum(e.low > MOONLIGHT_MULTIPLIER for e in finite)
+    lines += [
+        f"- Moonlight (arXiv:2502.16982) reports ~{MOONLIGHT_MULTIPLIER:g}× compute efficiency "
+        f"from scaling-law fits. Of this ladder's {len(finite)} per-size intervals, "
+        f"{len(finite) - below - above} contain(s) {MOONLIGHT_MULTIPLIER:g}×, {below} lie below it "
+        f"and {above} above it.",
+        "",
+    ]
+    return lines
+
+
+def _bin_label(column: str) -> str:
+    if column == "loss":
+        return "all positions"
+    if column.startswith(BIN_PREFIX):
+        lo, hi = column.removeprefix(BIN_PREFIX).split("_")
+        return f"positions {lo}–{int(hi) - 1}"
+    return column
+
+
+def _context_lines(
+    data: LadderData, summary: Mapping[str, Any], uri: str, out: Path, csvs: list[Path]
+) -> list[str]:
+    context = data.context
+    spec = summary.get("context") or {}
+    lines = ["## Long context: windows and sinks", ""]
+    if context is None:
+        return [*lines, "No runs in the context sweep.", ""]
+    context = context.assign(arm=ladder.context_arm(context))
+    arms, diffs = ladder.context_tables(context)
+    bins = ["loss", *ladder.bin_columns(context)]
+    lines += [
+        f"Sweep `{spec.get('sweep_id')}`: context {spec.get('seq_len')} tokens, window "
+        f"{spec.get('window')}; arms = window × sinks. Losses are test loss over seeds (mean "
+        f"[95% t-interval] with ≥{MIN_SEEDS_FOR_CI} seeds); bins are equal-width position "
+        "ranges [lo, hi). KV-cache bytes: bf16, all layers, at the context length.",
+        "",
+        markdown_table(
+            arms.assign(kv_cache_bytes_at_context=arms["kv_cache_bytes_at_context"].map(si))
+            .rename(columns=_bin_label)
+            .rename(columns={"kv_cache_bytes_at_context": "KV-cache bytes at context"})
+        ),
+        "",
+    ]
+    arms.to_csv(out / "context_arms.csv", index=False)
+    csvs.append(out / "context_arms.csv")
+    if diffs.empty:
+        lines += ["No all_full / none arm (or no other arm): no differences computed.", ""]
+    else:
+        diffs.to_csv(out / "context_differences.csv", index=False)
+        csvs.append(out / "context_differences.csv")
+        shown = diffs.assign(
+            text=[_estimate_text(r.diff, r.low, r.high, "+.4f") for r in diffs.itertuples()]
+        ).pivot(index="arm", columns="bin", values="text")[bins]
+        how = ", ".join(sorted(set(diffs["how"])))
+        lines += [
+            f"Difference from all_full / none, test loss [95% t-interval; {how}; negative: lower "
+            "loss than full attention without sinks]:",
+            "",
+            markdown_table(shown.rename(columns=_bin_label).reset_index()),
+            "",
+        ]
+    curves = plots_ladder.position_curves(context, uri)
+    source = "per-position artifacts"
+    if curves.empty:
+        curves = plots_ladder.bin_curves(context, ladder.bin_columns(context))
+        source = "position-bin metrics"
+    if not curves.empty:
+        plots_ladder.plot_loss_by_position(curves, source, out / "figures", spec.get("window"))
+        lines += [f"![Loss by position](figures/loss_by_position.png) (from {source})", ""]
+    return lines
+
+
+def _size_sections(
+    sizes: pd.DataFrame, selections: pd.DataFrame, losses: pd.DataFrame
+) -> list[str]:
+    shown = pd.DataFrame({
+        "size": sizes["size"], "non-embedding params": sizes["non_embedding_params"].map(si),
+        "tokens": sizes["tokens"].map(si),
+        "tokens / param": sizes["tokens_per_param"].map(lambda v: f"{v:.3g}"),
+        "training FLOPs": sizes["train_flops"].map(lambda v: f"{v:.3g}"),
+        "context": sizes["context_len"].map(lambda v: "n/a" if math.isnan(v) else f"{v:.0f}"),
+    })  # fmt: skip
+    wide = losses.pivot(index="size", columns="what", values="text")
+    seeds = losses[losses["seeds"] != ""].pivot(index="size", columns="what", values="seeds")
+    wide = wide.join(seeds.add_suffix(" seeds")).loc[sizes["size"]].reset_index()
+    return [
+        "## Sizes",
+        "",
+        markdown_table(shown),
+        "",
+        "Training FLOPs = tokens × the model's forward + backward FLOPs per token; optimizer "
+        "work (Muon's Newton–Schulz iterations) is not counted.",
+        "",
+        "## Learning rates (selection seed, validation loss; * = chosen)",
+        "",
+        markdown_table(selections) if not selections.empty else "No selection recorded.",
+        "",
+        "## Test loss at each optimizer's own best rates",
+        "",
+        f"Mean over report seeds [95% t-interval, ≥{MIN_SEEDS_FOR_CI} seeds]; the difference "
+        "is paired by seed where seeds are shared (else Welch).",
+        "",
+        markdown_table(wide),
+        "",
+    ]
+
+
+def _figure_lines(data: LadderData, mult: SizeMultipliers | None, folder: Path) -> list[str]:
+    plots_ladder.plot_loss_vs_compute(data.report, mult, folder)
+    lines = [
+        "## Figures",
+        "",
+        "![Loss vs compute](figures/loss_vs_compute.png)",
+        "",
+        "*Test loss against training compute; points are report seeds, lines the log-linear "
+        "fits the multipliers are read from.*",
+        "",
+    ]
+    if mult is not None:
+        plots_ladder.plot_multiplier_vs_compute(mult, folder)
+        lines += [
+            "![Multiplier vs compute](figures/multiplier_vs_compute.png)",
+            "",
+            "*Compute AdamW needs to reach Muon's loss, per size with 95% intervals; the solid "
+            "line is the fitted trend, the dashed line and band its extrapolation (not "
+            "measured).*",
+            "",
+        ]
+    return lines
+
+
+def replication_sentence(sizes: pd.DataFrame, settings: JudgementSettings) -> str:
+    """Whether the ladder's sizes could replicate a preference as the judgement rule requires."""
+    flops = sizes["train_flops"].dropna()
+    span = float(flops.max() / flops.min()) if len(flops) >= 2 else 1.0
+    met = len(sizes) >= settings.min_sizes and span >= settings.min_compute_span
+    have = f"this ladder has {len(sizes)} size(s) spanning {span:.3g}× training compute"
+    need = f"{settings.min_sizes} sizes spanning ≥ {settings.min_compute_span:g}×"
+    if not met:
+        return (
+            f"Replication condition **not met**: {have}; the rule needs {need}, so no effect "
+            "measured on this ladder can add votes to a judgement."
+        )
+    return (
+        f"Replication condition **met**: {have} (the rule needs {need}); an effect counts only "
+        "where the same level is favoured at enough of those sizes (each factor's line says)."
+    )
+
+
+def _judgement_lines(
+    data: LadderData, rows: Sequence[Mapping[str, Any]], sizes: pd.DataFrame, window: Any
+) -> list[str]:
+    """The judgement rule applied to each factor the ladder measured (``rows``: size_rows)."""
+    settings = JudgementSettings()
+    lines = ["## Judgement", "", rule_text(settings), "", replication_sentence(sizes, settings), ""]
+    factors = list(dict.fromkeys(r["factor"] for r in rows))
+    if not factors:
+        return [*lines, "No factor was compared at any size: nothing to judge.", ""]
+    evidence = load_evidence()
+    for factor in factors:
+        mine = [r for r in rows if r["factor"] == factor]
+        runs = data.context if factor in CONTEXT_FACTORS else data.report
+        tested = sorted(str(v) for v in runs[factor].dropna().unique()) if runs is not None else []
+        # Window and sinks count only at a context long enough against the attention window.
+        tokens = (mine[0]["window_tokens"] or window) if factor in CONTEXT_FACTORS else None
+        here = replace(settings, window_tokens=int(tokens) if tokens else None)
+        measured = [
+            MeasuredSize(r["flops"], r["context_len"], r["favoured"], r["category"], r["size"])
+            for r in mine
+        ]
+        verdict = judgement(factor, evidence, measured, here, tested)
+        lines += [
+            f"- **{factor}** (measured at {len(mine)} size(s): {', '.join(r['size'] for r in mine)};"
+            f" levels run: {', '.join(tested)}): {verdict.text}.",
+            f"  - Sensitivity: {verdict.sensitivity}.",
+        ]
+    return [*lines, ""]
+
+
+def write_ladder_report(
+    summary: dict, out: Path, tracking_uri: str | None = None, n_resamples: int = 1000
+) -> Path:
+    """Write ``<out>/ladder/report.md`` with its CSVs and figures; return the Markdown path."""
+    data = ladder.load_ladder(summary, tracking_uri)
+    folder = Path(out) / "ladder"
+    (folder / "figures").mkdir(parents=True, exist_ok=True)
+    sizes, selections = ladder.size_table(data), ladder.selection_table(data.sizes)
+    losses = ladder.loss_table(data)
+    mult = ladder.optimizer_multipliers(data, n_resamples)
+    rows = ladder.size_rows(data, ladder.context_size_name(summary))
+    tables = {"sizes": sizes, "selections": selections, "losses": losses,
+              "replication": pd.DataFrame(rows)}  # fmt: skip
+    if mult is not None:
+        tables["multipliers"] = ladder.multiplier_frame(mult)
+    csvs = []
+    for name, frame in tables.items():
+        frame.to_csv(folder / f"{name}.csv", index=False)
+        csvs.append(folder / f"{name}.csv")
+    wall = summary.get("wall_s")
+    lines = [
+        f"# Scale ladder: {MUON} vs {ADAMW}",
+        "",
+        f"Experiment `{summary['experiment']}`; {len(sizes)} size(s)"
+        + (f"; protocol wall time {wall / 60:.1f} min" if wall else "")
+        + ". Rates were selected on validation loss with selection seeds; every loss below is "
+        "TEST loss on report seeds unless a note says otherwise.",
+        "",
+        *(f"> {note}\n" for note in data.notes),
+        *_size_sections(sizes, selections, losses),
+        *_multiplier_section(mult, sizes),
+        saturating_note(data, mult),
+        "",
+        *_anchor_lines(mult, sizes),
+        *_figure_lines(data, mult, folder / "figures"),
+    ]
+    if summary.get("context"):
+        uri = str(tracking_uri or summary["tracking_uri"])
+        lines += _context_lines(data, summary, uri, folder, csvs)
+    replicated = replicated_lines(rows) or ["No factor was compared at any size."]
+    lines += ["## Replicated?", "", *replicated, ""]
+    window = (summary.get("context") or {}).get("window")
+    lines += _judgement_lines(data, rows, sizes, window)
+    lines += ["Tables: " + ", ".join(f"[{p.name}]({p.name})" for p in csvs), ""]
+    path = folder / "report.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,95 @@
+"""A run that already finished: ``finished.json`` in its run dir, written once the run is done.
+
+Re-running a finished run (the same command, or the same configuration as one job of a sweep)
+reads its result back instead of training, evaluating or logging again; ``trainer.resume=false``
+trains it again from step 0. The record names the final checkpoint: a run whose final checkpoint
+is gone or damaged is not finished, and resumes as usual.
+
+A finished run found by a sweep joins that sweep, so the sweep's report counts it: it is tagged
+``in_sweep.<sweep_id>`` (a run may belong to several sweeps: the one that trained it, and every
+sweep that found it finished), and gets ``sweep_id`` too when it had none (a single run made
+before the sweep). ``sweep_id`` itself never changes: it names the sweep that trained the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from gpt5_ablate.files import write_atomic
+from gpt5_ablate.train.checkpoint_files import quick_damage
+from gpt5_ablate.train.records import TrainResult
+
+log = logging.getLogger("gpt5_ablate")
+FINISHED_FILE = "finished.json"
+SWEEP_MEMBER_TAG = "in_sweep."  # + sweep id = "true" (read by gpt5_ablate.analysis.load)
+FORMAT = 1
+
+
+@dataclasses.dataclass
+class AlreadyFinished(TrainResult):
+    """The result of an earlier, finished run of the same configuration in the same run dir."""
+
+
+def record_finished(result: TrainResult) -> None:
+    """Write ``finished.json``: the run's result, with the checkpoint relative to the run dir."""
+    record: dict[str, Any] = {
+        "format": FORMAT,
+        **dataclasses.asdict(result),
+        "run_dir": ".",
+        "checkpoint": str(result.checkpoint.relative_to(result.run_dir)),
+    }
+    write_atomic(result.run_dir / FINISHED_FILE, json.dumps(record, indent=1, default=str))
+
+
+def forget_finished(run_dir: Path) -> None:
+    """The run trains again (``trainer.resume=false``, or it resumes a checkpoint): it is no
+    longer finished until it finishes again."""
+    (run_dir / FINISHED_FILE).unlink(missing_ok=True)
+
+
+def read_finished(run_dir: Path, total_steps: int) -> AlreadyFinished | None:
+    """The run dir's finished result, or None when it has none that still holds: no record, a
+    record of another budget, or a final checkpoint that is missing or damaged (file sizes are
+    checked; the checksums are verified when a run resumes from it)."""
+    try:
+        record = json.loads((run_dir / FINISHED_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        return None
+    if record.get("steps") != total_steps:
+        return None
+    known = {f.name for f in dataclasses.fields(TrainResult)}
+    values = {k: v for k, v in record.items() if k in known}
+    values["run_dir"] = run_dir
+    values["checkpoint"] = run_dir / str(record.get("checkpoint", ""))
+    if quick_damage(values["checkpoint"]):
+        return None
+    try:
+        return AlreadyFinished(**values)
+    except TypeError:  # written by a harness version whose result had other fields
+        return None
+
+
+def join_sweep(uri: str, run_id: str, sweep_id: str) -> None:
+    """Make a finished run a member of ``sweep_id`` (see the module's docstring)."""
+    from mlflow.tracking import MlflowClient
+
+    from gpt5_ablate.secrets import redact_text
+
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        tags = client.get_run(run_id).data.tags
+        if tags.get("sweep_id") == sweep_id:
+            return
+        client.set_tag(run_id, f"{SWEEP_MEMBER_TAG}{sweep_id}", "true")
+        if "sweep_id" not in tags:
+            client.set_tag(run_id, "sweep_id", sweep_id)
+    except Exception as error:  # the result stands; only the sweep's grouping is missing
+        log.warning(
+            redact_text(f"warning: could not add MLflow run {run_id} to sweep {sweep_id}: {error}")
+        )

@@ -1,0 +1,64 @@
+"""What ``--help`` and the README say matches the config and the tests: every preset, the run-dir
+pattern, the markers, where outputs go."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+import tomllib
+
+from gpt5_ablate.cli import CONFIG_DIR, REPO_ROOT
+from tests.test_reliability import cli_env
+
+README = (REPO_ROOT / "README.md").read_text()
+GROUPS_IN_HELP = ("attention", "norm", "pos", "ffn", "window", "sinks", "model", "optimizer")
+
+
+@pytest.fixture(scope="module")
+def help_text() -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "gpt5_ablate", "--help"],
+        cwd=REPO_ROOT, env=cli_env(), text=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group", GROUPS_IN_HELP)
+def test_help_and_readme_list_every_option(group: str, help_text: str) -> None:
+    line = next(x for x in help_text.splitlines() if x.strip().startswith(f"{group} "))
+    row = next(x for x in README.splitlines() if x.startswith(f"| `{group}` |"))
+    for option in options(group):
+        assert re.search(rf"\b{option}\b", line), f"--help omits {group}={option}"
+        assert f"`{option}`" in row, f"README's Configuration table omits {group}={option}"
+
+
+def test_help_shows_the_run_dir_pattern_of_the_config(help_text: str) -> None:
+    config = (CONFIG_DIR / "config.yaml").read_text()
+    assert "${gpt5_ablate_arm:}-${model.name}-s${seed}-${gpt5_ablate_run_hash:}" in config
+    assert "outputs/<tracking.experiment>/<arm>-<preset>-s<seed>-<hash>/" in help_text
+    assert "trainer.resume=false" in help_text  # how to retrain a finished run
+
+
+def test_readme_names_every_declared_marker_and_each_is_used() -> None:
+    options = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["pytest"]
+    names = {m.split(":")[0].strip() for m in options["ini_options"]["markers"]}
+    tests_section = README[README.index("## Tests") :]
+    assert all(f"`{name}`" in tests_section for name in names), names
+    sources = "".join(p.read_text() for p in (REPO_ROOT / "tests").glob("test_*.py"))
+    for name in names:
+        assert f"pytest.mark.{name}" in sources, f"README names marker {name!r}; no test uses it"
+
+
+def test_readme_says_where_mlflow_artifacts_go_and_gives_the_run_time_as_a_range() -> None:
+    outputs = README[README.index("## Where outputs go") : README.index("## When things go wrong")]
+    assert "./mlruns/" in outputs
+    setup = README[README.index("## Set up and run") : README.index("## Sweep and compare")]
+    assert re.search(r"\d+–\d+ s measured", setup)
