@@ -19,6 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results" / "cpu_hour"
 BEGIN = "<!-- results:begin (written by `python experiments/update_readme.py` from docs/results/cpu_hour) -->"
 END = "<!-- results:end -->"
+LADDER = ROOT / "docs" / "results" / "cpu_ladder"
+LADDER_BEGIN = "<!-- ladder:begin (written by `python experiments/update_readme.py` from docs/results/cpu_ladder) -->"
+LADDER_END = "<!-- ladder:end -->"
+#: The ladder report's sections the README shows, in order (the rest stays in the report).
+LADDER_SECTIONS = ("Sizes", "Test loss at each optimizer", "Compute multiplier", "Judgement")
 
 
 def section(markdown: str, heading: str) -> str:
@@ -49,11 +54,34 @@ def results_text() -> str:
     return "\n".join(parts)
 
 
+def ladder_text() -> str:
+    report_path = LADDER / "ladder" / "report.md"
+    report = report_path.read_text()
+    link = report_path.relative_to(ROOT)
+    parts = [
+        "Measured with `python -m gpt5_ablate.protocol name=cpu_ladder "
+        "tracking_uri=sqlite:///docs/results/cpu_ladder/mlflow.db out=docs/results/cpu_ladder` "
+        "on this project's 2-core CPU machine; the same command with `stages=report` regenerates "
+        f"the [full report]({link}) from the committed store. {report.splitlines()[2]}",
+    ]
+    for heading in LADDER_SECTIONS:
+        body = section(report, heading)
+        title = re.search(rf"^## ({re.escape(heading)}.*)$", report, re.M)
+        if body and title:
+            parts += ["", f"#### {title.group(1)}", "", body.replace("](", f"]({link.parent}/")]
+    return "\n".join(parts)
+
+
+def replace_between(text: str, begin: str, end: str, body: str) -> str:
+    start, stop = text.index(begin) + len(begin), text.index(end)
+    return f"{text[:start]}\n{body}\n{text[stop:]}"
+
+
 def main(argv: list[str]) -> int:
     readme = ROOT / "README.md"
     text = readme.read_text()
-    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
-    updated = f"{text[:start]}\n{results_text()}\n{text[end:]}"
+    updated = replace_between(text, BEGIN, END, results_text())
+    updated = replace_between(updated, LADDER_BEGIN, LADDER_END, ladder_text())
     if "--check" in argv:
         return 0 if updated == text else 1
     readme.write_text(updated)
