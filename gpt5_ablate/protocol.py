@@ -32,6 +32,7 @@ from gpt5_ablate.cli_args import parse_key_values, run_tool
 from gpt5_ablate.errors import ConfigError, InputError
 from gpt5_ablate.ladder import ContextSet, Ladder, LadderSize, check_ladder
 from gpt5_ablate.registry import as_typed
+from gpt5_ablate.train.finished import SWEEP_MEMBER_TAG
 
 PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "conf" / "protocol"
 SWEEP_ID_ENV = "GPT5_ABLATE_SWEEP_ID"  # shared by a stage's sweeps (hydra_callbacks reads it)
@@ -179,10 +180,18 @@ class Runner:
         experiment = client.get_experiment_by_name(self.protocol.experiment)
         if experiment is None:
             return {}
-        runs = client.search_runs(
-            [experiment.experiment_id],
-            filter_string=f"tags.sweep_id = '{self.sweep_id(stage)}' and attributes.status = 'FINISHED'",
-        )
+        sweep_id = self.sweep_id(stage)
+        # A run trained by an earlier sweep and found finished by this one keeps its own
+        # sweep_id and joins this one by a tag; MLflow filters have no OR, so search twice.
+        runs = [
+            run
+            for tag in ("sweep_id", f"`{SWEEP_MEMBER_TAG}{sweep_id}`")
+            for run in client.search_runs(
+                [experiment.experiment_id],
+                filter_string=f"tags.{tag} = '{sweep_id if tag == 'sweep_id' else 'true'}' "
+                "and attributes.status = 'FINISHED'",
+            )
+        ]
         losses = {}
         for run in runs:
             rate = run.data.params.get(key)
