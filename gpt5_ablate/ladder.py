@@ -48,6 +48,11 @@ def check_ladder(protocol: ProtocolConfig) -> None:
     names = [s.name for s in protocol.sizes]
     if len(set(names)) != len(names):
         raise ConfigError(f"protocol {protocol.name}: ladder size names repeat: {names}.")
+    if protocol.selection_rounds < 1:
+        raise ConfigError(
+            f"protocol {protocol.name}: selection_rounds={protocol.selection_rounds} must be >= 1 "
+            "(1: each rate grid once; 2: each again at the others' best)."
+        )
     optimizers = {g.optimizer for g in protocol.lr_grids}
     for size in protocol.sizes:
         for key in size.centers:
@@ -120,21 +125,26 @@ class Ladder:
 
         record = self.sizes[size.name]
         base = [*size.overrides, f"model.name={size.name}", f"optimizer={optimizer}"]
-        chosen: dict[str, float] = {}
-        for grid in (g for g in self.protocol.lr_grids if g.optimizer == optimizer):
-            center = size.centers.get(f"{optimizer}:{grid.key}", grid.center)
-            if "select" not in stages:
-                chosen[grid.key] = center
-                continue
-            stage = f"select-{size.name}-{optimizer}-{grid.key.rsplit('.', 1)[-1]}"
-            fixed = [*base, *(f"{k}={v}" for k, v in chosen.items())]
-            selection = select_rate(
-                self.runner, _recentred(grid, center), stage, fixed, self._sweep
-            )
-            chosen[grid.key] = selection["best"]
-            with self.lock:
-                record["selections"].append({"size": size.name, **selection})
-                record["sweeps"][stage] = self.runner.sweep_id(stage)
+        grids = [g for g in self.protocol.lr_grids if g.optimizer == optimizer]
+        chosen = {g.key: size.centers.get(f"{optimizer}:{g.key}", g.center) for g in grids}
+        # Rounds of coordinate descent: each grid runs at the best of the other rates so far, and
+        # a later round re-centres it on its own best (an unchanged best costs nothing: those runs
+        # are found finished by their identity).
+        rounds = self.protocol.selection_rounds if "select" in stages else 0
+        for round_ in range(1, rounds + 1):
+            for grid in grids:
+                stage = f"select-{size.name}-{optimizer}-{grid.key.rsplit('.', 1)[-1]}"
+                stage += f"-r{round_}" if round_ > 1 else ""
+                fixed = [*base, *(f"{k}={v}" for k, v in chosen.items() if k != grid.key)]
+                selection = select_rate(
+                    self.runner, _recentred(grid, chosen[grid.key]), stage, fixed, self._sweep
+                )
+                chosen[grid.key] = selection["best"]
+                with self.lock:
+                    record["selections"].append(
+                        {"size": size.name, "round": round_, **selection}
+                    )
+                    record["sweeps"][stage] = self.runner.sweep_id(stage)
         with self.lock:
             record["best_rates"][optimizer] = dict(chosen)
         if "compare" in stages:

@@ -68,6 +68,9 @@ class ProtocolConfig:
     sizes: list[LadderSize] = field(default_factory=list)
     context: ContextSet | None = None  # long-context window x sinks set (ladders only)
     parallel_runs: int = 1  # ladder runs training at once (one process each)
+    # Ladders: passes over an optimizer's rate grids (coordinate descent; 2 re-checks each rate
+    # at the others' best, which matters when two rates interact, e.g. matrices vs embeddings).
+    selection_rounds: int = 1
 
 
 @dataclass

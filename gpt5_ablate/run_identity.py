@@ -33,6 +33,14 @@ COSMETIC_KEYS: dict[str, str] = {
 }
 
 
+# Settings added after runs were recorded, each with the default that reproduces what those runs
+# did: left out of the identity while at that default, so an older run dir is still found
+# (resumed, or reported finished) by the same command.
+ADDED_LATER: dict[str, Any] = {
+    "optimizer.embed_lr": None,  # AdamW's separate embedding/head rate; None = one rate (lr)
+}
+
+
 def is_cosmetic(key: str) -> bool:
     """Whether a dotted key (``tracking.uri``, ``trainer.progress``) is in ``COSMETIC_KEYS`` or
     under one of them."""
@@ -61,7 +69,7 @@ def _without_cosmetic(node: dict[str, Any], prefix: str) -> dict[str, Any]:
     kept = {}
     for key, value in node.items():
         name = f"{prefix}{key}"
-        if is_cosmetic(name):
+        if is_cosmetic(name) or (name in ADDED_LATER and value == ADDED_LATER[name]):
             continue
         kept[key] = _without_cosmetic(value, f"{name}.") if isinstance(value, dict) else value
     return kept

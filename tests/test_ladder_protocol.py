@@ -19,15 +19,26 @@ from gpt5_ablate.protocol import PROTOCOL_DIR, ProtocolArgs, Runner, load_protoc
 # mixed sizes up would pick the wrong rate.
 OPTIMA = {
     ("ladder_s1", "muon_adamw", "optimizer.lr"): 0.02,
-    ("ladder_s1", "muon_adamw", "optimizer.adamw_lr"): 0.006,
+    ("ladder_s1", "muon_adamw", "optimizer.adamw_lr"): 0.048,
     ("ladder_s1", "adamw", "optimizer.lr"): 0.006,
+    ("ladder_s1", "adamw", "optimizer.embed_lr"): 0.012,
     ("ladder_s2", "muon_adamw", "optimizer.lr"): 0.01,
-    ("ladder_s2", "muon_adamw", "optimizer.adamw_lr"): 0.003,
+    ("ladder_s2", "muon_adamw", "optimizer.adamw_lr"): 0.024,
     ("ladder_s2", "adamw", "optimizer.lr"): 0.003,
+    ("ladder_s2", "adamw", "optimizer.embed_lr"): 0.024,
     ("ladder_s3", "muon_adamw", "optimizer.lr"): 0.005,
-    ("ladder_s3", "muon_adamw", "optimizer.adamw_lr"): 0.0015,
+    ("ladder_s3", "muon_adamw", "optimizer.adamw_lr"): 0.006,  # two extensions down
     ("ladder_s3", "adamw", "optimizer.lr"): 0.00075,  # beyond the grid: one extension
+    ("ladder_s3", "adamw", "optimizer.embed_lr"): 0.096,
 }
+RATE_KEYS = {k.rsplit(".", 1)[-1]: k for _, _, k in OPTIMA}
+
+
+def stage_key(stage: str) -> tuple[str, str, str]:
+    """(size, optimizer, rate key) of a selection stage ``select-<size>-<opt>-<key>[-r<n>]``."""
+    parts = stage.split("-")
+    suffix = parts[3]
+    return parts[1], parts[2], RATE_KEYS[suffix]
 
 
 class FakeLadderRunner(Runner):
@@ -36,7 +47,7 @@ class FakeLadderRunner(Runner):
     def __init__(self, tmp_path: Path) -> None:
         super().__init__(load_protocol("cpu_ladder"), ProtocolArgs(out=str(tmp_path)), tmp_path)
         self.commands: list[tuple[str, dict[str, str]]] = []
-        self.rates: dict[tuple[str, str], set[float]] = {}
+        self.rates: dict[str, set[float]] = {}
         self.lock = threading.Lock()
         self.running = 0
         self.most_at_once = 0
@@ -53,18 +64,15 @@ class FakeLadderRunner(Runner):
         with self.lock:
             self.running -= 1
             if values.get("phase") == "select":
-                key = "optimizer.adamw_lr" if "," in values.get("optimizer.adamw_lr", "") else None
-                key = key or next(k for k in ("optimizer.adamw_lr", "optimizer.lr")
-                                  if k in values and stage.endswith(k.rsplit(".", 1)[-1]))  # fmt: skip
+                key = stage_key(stage)[2]
                 for rate in values[key].split(","):
-                    self.rates.setdefault((stage, key), set()).add(float(rate))
+                    self.rates.setdefault(stage, set()).add(float(rate))
 
     def final_losses(self, stage: str, key: str) -> dict[float, float]:
-        size, optimizer = stage.split("-")[1], stage.split("-")[2]
+        size, optimizer, planted_key = stage_key(stage)
+        assert key == planted_key
         optimum = OPTIMA[size, optimizer, key]
-        return {
-            r: 3.0 + 0.1 * math.log2(r / optimum) ** 2 for r in self.rates.get((stage, key), ())
-        }
+        return {r: 3.0 + 0.1 * math.log2(r / optimum) ** 2 for r in self.rates.get(stage, ())}
 
 
 def test_every_size_selects_its_own_rates_then_reports_on_fresh_seeds(tmp_path: Path) -> None:
@@ -74,13 +82,17 @@ def test_every_size_selects_its_own_rates_then_reports_on_fresh_seeds(tmp_path: 
     assert list(sizes) == ["ladder_s1", "ladder_s2", "ladder_s3"]
     for (size, optimizer, key), optimum in OPTIMA.items():
         assert sizes[size]["best_rates"][optimizer][key] == pytest.approx(optimum)
-        selection = next(
+        selections = [
             s for s in sizes[size]["selections"] if s["optimizer"] == optimizer and s["key"] == key
-        )
-        assert selection["interior"] is True
-    # Muon's AdamW-side grid runs at the Muon rate its own size chose.
+        ]
+        assert [s["round"] for s in selections] == [1, 2]  # selection_rounds in cpu_ladder.yaml
+        assert all(s["interior"] is True for s in selections)
+    # Each grid runs at the other rate's best so far: Muon's AdamW-side grid at the Muon rate its
+    # own size chose; the second round's matrix-rate grid at the AdamW-side rate the first chose.
     side = [v for s, v in runner.commands if s == "select-ladder_s1-muon_adamw-adamw_lr"]
     assert side and all(v["optimizer.lr"] == "0.02" for v in side)
+    second = [v for s, v in runner.commands if s == "select-ladder_s3-adamw-lr-r2"]
+    assert second and all(v["optimizer.embed_lr"] == "0.096" for v in second)
     # Report seeds never include the selection seed, and run at the chosen rates.
     compare = [v for s, v in runner.commands if s.startswith("compare-")]
     assert len(compare) == 6
@@ -90,7 +102,7 @@ def test_every_size_selects_its_own_rates_then_reports_on_fresh_seeds(tmp_path: 
     s3_adamw = next(
         v for s, v in runner.commands if s == "compare-ladder_s3" and v["optimizer"] == "adamw"
     )
-    assert s3_adamw["optimizer.lr"] == "0.00075"
+    assert s3_adamw["optimizer.lr"] == "0.00075" and s3_adamw["optimizer.embed_lr"] == "0.096"
     assert runner.most_at_once == 2  # parallel_runs in cpu_ladder.yaml
 
 
@@ -103,7 +115,7 @@ def test_the_context_set_uses_its_size_and_rates_at_a_long_context(tmp_path: Pat
                     ("alternate", "learned")}  # fmt: skip
     for values in context:
         assert values["model.name"] == "ladder_s2"
-        assert values["optimizer.lr"] == "0.01" and values["optimizer.adamw_lr"] == "0.003"
+        assert values["optimizer.lr"] == "0.01" and values["optimizer.adamw_lr"] == "0.024"
         assert values["trainer.micro_batch_size"] == "2"  # the context set's, not the size's
         assert int(values["model.max_seq_len"]) >= 4 * int(values["window.size"])
     assert summary["context"]["seq_len"] == 512 and summary["context"]["window"] == 128
@@ -122,6 +134,10 @@ def test_a_ladder_that_cannot_run_is_refused(tmp_path: Path) -> None:
     protocol = load_protocol("cpu_ladder")
     protocol.sizes[0].centers = {"adamw:optimizer.adamw_lr": 0.1}
     with pytest.raises(ConfigError, match=r"adamw:optimizer\.adamw_lr"):
+        check_ladder(protocol)
+    protocol = load_protocol("cpu_ladder")
+    protocol.selection_rounds = 0
+    with pytest.raises(ConfigError, match=r"selection_rounds=0 must be >= 1"):
         check_ladder(protocol)
 
 

@@ -315,6 +315,23 @@ def test_build_adamw(make_gpt: MakeGPT, lr_scale: float) -> None:
     assert all(g["lr"] == pytest.approx(3e-3 * lr_scale) for g in opt.param_groups)
 
 
+def test_adamw_embed_lr_gives_muons_adamw_side_its_own_rate(make_gpt: MakeGPT) -> None:
+    """With embed_lr set, AdamW puts exactly the parameters muon_adamw gives its AdamW side at
+    that rate (scaled like every rate), and the hidden matrices at lr; decay is unchanged."""
+    model = make_gpt("gqa", "qk_rmsnorm", "learned", "gelu", tie_embeddings=False)
+    (opt,) = build_adamw(AdamWConfig(lr=1e-3, embed_lr=8e-3, lr_scale=0.5), model)
+    _, muon_side = build_muon_adamw(MuonAdamWConfig(), model)
+    rates = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert {i for i, r in rates.items() if r == pytest.approx(4e-3)} == _optimizer_ids(muon_side)
+    assert {i for i, r in rates.items() if r == pytest.approx(5e-4)} == {
+        id(p) for _, p in split_parameters(model).hidden_matrices
+    }
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert decayed == {id(p) for p in model.parameters() if p.ndim >= 2}
+    with pytest.raises(ConfigError, match="embed_lr=0"):
+        AdamWConfig(embed_lr=0.0).validate()
+
+
 # --- LR schedule -------------------------------------------------------------------------------
 
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from gpt5_ablate.cli import CONFIG_DIR
 from gpt5_ablate.generate import main as generate_main
-from gpt5_ablate.run_identity import COSMETIC_KEYS, is_cosmetic, run_hash, run_identity
+from gpt5_ablate.run_identity import ADDED_LATER, COSMETIC_KEYS, is_cosmetic, run_hash, run_identity
 from gpt5_ablate.train.finished import FINISHED_FILE
 from tests.test_reliability import experiment_runs
 from tests.train_helpers import TINY_OVERRIDES, run_cli
@@ -60,6 +60,18 @@ def test_restated_defaults_and_cosmetic_keys_keep_the_identity() -> None:
 )
 def test_what_can_change_a_result_changes_the_identity(override: str) -> None:
     assert run_hash(composed(override)) != run_hash(composed())
+
+
+def test_a_setting_added_later_keeps_older_runs_identity_at_its_default() -> None:
+    """optimizer.embed_lr came after runs were recorded: at its default (one rate) the identity
+    is the one those runs had; set, it is a different run."""
+    adamw = composed("optimizer=adamw")
+    assert adamw.optimizer.embed_lr is None
+    before = run_identity(adamw)
+    assert "embed_lr" not in before["optimizer"]
+    assert run_hash(composed("optimizer=adamw", "optimizer.embed_lr=0.01")) != run_hash(adamw)
+    for key in ADDED_LATER:
+        assert OmegaConf.select(adamw, key, default="missing") != "missing", key
 
 
 def test_cosmetic_keys_exist_and_nothing_else_is_left_out() -> None:

@@ -254,7 +254,7 @@ def selection_table(sizes: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
             )
             rows.append({
                 "size": size["name"], "optimizer": sel["optimizer"], "rate": sel["key"],
-                "best": sel["best"], "interior": sel.get("interior"), "val_loss_by_rate": grid,
+                "round": sel.get("round", 1), "best": sel["best"], "interior": sel.get("interior"), "val_loss_by_rate": grid,
             })  # fmt: skip
     return pd.DataFrame(rows)
 

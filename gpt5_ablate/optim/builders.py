@@ -81,10 +81,16 @@ class AdamWConfig(ComponentConfig):
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     eps: float = 1e-8
     weight_decay: float = 0.1
+    # Rate of the embeddings, head, gains and biases: the parameters muon_adamw hands to its AdamW
+    # side (at its adamw_lr). None: everything at ``lr``. Setting it lets an optimizer comparison
+    # tune the same two rates on both arms, so it compares the matrices' update rule only.
+    embed_lr: float | None = None
 
     def validate(self, ctx: nn.Module | None = None) -> None:
         _check_positive("lr", self.lr)
         _check_positive("lr_scale", self.lr_scale)
+        if self.embed_lr is not None:
+            _check_positive("embed_lr", self.embed_lr)
         _check_betas(self.betas)
         if self.weight_decay < 0:
             raise ConfigError(f"optimizer.weight_decay={self.weight_decay} must be >= 0.")
@@ -139,11 +145,24 @@ def _check_betas(betas: list[float]) -> None:
 def build_adamw(cfg: AdamWConfig, model: nn.Module) -> list[torch.optim.Optimizer]:
     """AdamW everywhere; weight decay only on matrices (embeddings and head included)."""
     split = split_parameters(model)
-    matrices = _params(split.hidden_matrices) + _params(split.embeddings_and_head)
-    groups = [
-        {"params": matrices, "weight_decay": cfg.weight_decay},
-        {"params": _params(split.vectors), "weight_decay": 0.0},
-    ]
+    if cfg.embed_lr is None:
+        # Two groups, as before embed_lr existed, so older checkpoints' optimizer state loads.
+        matrices = _params(split.hidden_matrices) + _params(split.embeddings_and_head)
+        groups = [
+            {"params": matrices, "weight_decay": cfg.weight_decay},
+            {"params": _params(split.vectors), "weight_decay": 0.0},
+        ]
+    else:
+        embed_lr = cfg.embed_lr * cfg.lr_scale
+        groups = [  # the hidden matrices first: train/lr logs the first group's rate
+            {"params": _params(split.hidden_matrices), "weight_decay": cfg.weight_decay},
+            {
+                "params": _params(split.embeddings_and_head),
+                "weight_decay": cfg.weight_decay,
+                "lr": embed_lr,
+            },
+            {"params": _params(split.vectors), "weight_decay": 0.0, "lr": embed_lr},
+        ]
     return [
         torch.optim.AdamW(
             groups,
