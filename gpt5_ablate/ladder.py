@@ -141,9 +141,7 @@ class Ladder:
                 )
                 chosen[grid.key] = selection["best"]
                 with self.lock:
-                    record["selections"].append(
-                        {"size": size.name, "round": round_, **selection}
-                    )
+                    record["selections"].append({"size": size.name, "round": round_, **selection})
                     record["sweeps"][stage] = self.runner.sweep_id(stage)
         with self.lock:
             record["best_rates"][optimizer] = dict(chosen)
