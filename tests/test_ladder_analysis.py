@@ -245,6 +245,27 @@ def test_report_writes_tables_figures_and_context(summary: dict, tmp_path: Path)
     json.dumps(summary)  # the summary stays plain JSON
 
 
+def test_report_says_which_rates_were_tuned_and_flags_an_edge(
+    summary: dict, tmp_path: Path
+) -> None:
+    """A choice still at its grid's edge in its last round is called a bound; an earlier round's
+    edge that a later round resolved is not."""
+    summary = json.loads(json.dumps(summary))
+    selections = summary["sizes"][0]["selections"]
+    selections[0] = {**selections[0], "round": 1, "interior": False}
+    selections.append({**selections[0], "round": 2, "interior": True})
+    selections[2] = {**selections[2], "interior": False, "best": 0.003}
+    text = write_ladder_report(summary, tmp_path, n_resamples=100).read_text()
+    assert (
+        "Rates tuned: muon_adamw: `optimizer.lr`, `optimizer.adamw_lr`; adamw: `optimizer.lr`."
+        in text
+    )
+    edge = next(line for line in text.splitlines() if "At a grid edge" in line)
+    name = summary["sizes"][0]["name"]
+    assert f"{name} adamw `optimizer.lr` = 0.003" in edge
+    assert "muon_adamw `optimizer.lr`" not in edge
+
+
 def _judged(text: str, factor: str) -> tuple[str, str]:
     """A factor's judgement line in the report's Judgement section, and the line after it."""
     lines = text.split("## Judgement", 1)[1].splitlines()

@@ -269,6 +269,32 @@ def _context_lines(
     return lines
 
 
+def _selection_notes(selections: pd.DataFrame) -> list[str]:
+    """Which rates each optimizer tuned (a comparison is fair only if both tuned the same kinds),
+    and any final choice that is still at its grid's edge (a bound, not an optimum)."""
+    if selections.empty:
+        return []
+    tuned = selections.groupby("optimizer", sort=False)["rate"].unique()
+    lines = [
+        "Rates tuned: "
+        + "; ".join(f"{opt}: {', '.join(f'`{r}`' for r in rates)}" for opt, rates in tuned.items())
+        + ".",
+        "",
+    ]
+    final = selections.groupby(["size", "optimizer", "rate"], sort=False).tail(1)
+    edge = final[final["interior"] == False]  # noqa: E712 (None: not recorded)
+    if not edge.empty:
+        shown = ", ".join(
+            f"{r.size} {r.optimizer} `{r.rate}` = {r.best:g}" for r in edge.itertuples()
+        )
+        lines += [
+            f"**At a grid edge after every extension: {shown}.** The best rate lies beyond the "
+            "grid, so that optimizer's loss at that size is an upper bound on its tuned loss.",
+            "",
+        ]
+    return lines
+
+
 def _size_sections(
     sizes: pd.DataFrame, selections: pd.DataFrame, losses: pd.DataFrame
 ) -> list[str]:
@@ -294,6 +320,7 @@ def _size_sections(
         "",
         markdown_table(selections) if not selections.empty else "No selection recorded.",
         "",
+        *_selection_notes(selections),
         "## Test loss at each optimizer's own best rates",
         "",
         f"Mean over report seeds [95% t-interval, ≥{MIN_SEEDS_FOR_CI} seeds]; the difference "
