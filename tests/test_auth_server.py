@@ -11,11 +11,6 @@ import base64
 import json
 import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,11 +20,11 @@ from typing import Any
 
 import pytest
 
+from tests.mlflow_server import ServerProcess
 from tests.train_helpers import TINY_OVERRIDES, run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SERVER_START_TIMEOUT_S = 180  # imports, two schema migrations, on a busy 2-core box
 ADMIN = "admin"
 USER = "alice"
 CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
@@ -41,16 +36,11 @@ def _password(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(10)}"
 
 
-class AuthServer:
+class AuthServer(ServerProcess):
     """``mlflow server --app-name basic-auth`` in its own process group, with its own stores."""
 
     def __init__(self, root: Path, admin_password: str) -> None:
         root.mkdir(parents=True, exist_ok=True)
-        self.root = root
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.uri = f"http://127.0.0.1:{self.port}"
         self.admin_password = admin_password
         self.auth_config = root / "basic_auth.ini"
         self.auth_config.write_text(
@@ -63,52 +53,13 @@ class AuthServer:
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
         )
         self.auth_config.chmod(0o600)
-        self.log = root / "server.log"
-        mlflow_cli = Path(sys.executable).with_name("mlflow")
         env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_ENV}
         env.update(
             MLFLOW_AUTH_CONFIG_PATH=str(self.auth_config),
             # The basic-auth app refuses to start without a static key (CSRF protection).
             MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(32),
-            MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",  # no job runner competing for the CPU
         )
-        with self.log.open("w") as log:
-            self.proc = subprocess.Popen(
-                [
-                    str(mlflow_cli) if mlflow_cli.exists() else "mlflow",
-                    "server",
-                    "--app-name",
-                    "basic-auth",
-                    "--backend-store-uri",
-                    f"sqlite:///{root}/mlflow.db",
-                    "--artifacts-destination",
-                    str(root / "artifacts"),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--workers",
-                    "1",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=env,
-            )
-
-    def wait(self) -> AuthServer:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while self.request("GET", "/health", auth=None)[0] != 200:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(f"mlflow server did not start:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.25)
-        return self
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # the server and the workers it forked
-            self.proc.wait(timeout=60)
+        super().__init__(root, extra_args=("--app-name", "basic-auth"), env=env)
 
     def request(
         self,

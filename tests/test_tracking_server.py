@@ -7,11 +7,7 @@ it; the runs are checked through its REST API, as any client would see them.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -25,73 +21,18 @@ import pytest
 from gpt5_ablate.data import prepare_data
 from gpt5_ablate.train.plan import make_plan
 from gpt5_ablate.train.tracking import RUN_ID_FILE
+from tests.mlflow_server import ServerProcess
 from tests.test_reliability import finish, only_run_dir, start_cli, wait_until
 from tests.train_helpers import TINY_OVERRIDES, compose_config
 
 pytestmark = pytest.mark.integration
 
-SERVER_START_TIMEOUT_S = 180  # a cold start (imports, schema migrations) on a busy 2-core box
 
-
-class MlflowServer:
-    """``mlflow server`` in its own process group (it forks workers), stopped as a group."""
+class MlflowServer(ServerProcess):
+    """A plain server with a REST client for the checks."""
 
     def __init__(self, root: Path) -> None:
-        """Start the server; ``wait()`` blocks until it answers."""
-        root.mkdir(parents=True, exist_ok=True)
-        self.root = root
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.log = root / "server.log"
-        mlflow_cli = Path(sys.executable).with_name("mlflow")
-        with self.log.open("w") as log:
-            self.proc = subprocess.Popen(
-                [
-                    str(mlflow_cli) if mlflow_cli.exists() else "mlflow",
-                    "server",
-                    "--backend-store-uri",
-                    f"sqlite:///{root}/srv.db",
-                    "--artifacts-destination",
-                    str(root / "artifacts"),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--workers",
-                    "1",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                # No background job runner (a third process, unused here) competing for the CPU.
-                env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-            )
-
-    def wait(self) -> MlflowServer:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while not self.healthy():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(f"mlflow server did not start:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.25)
-        return self
-
-    def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)  # the server and the workers it forked
-            self.proc.wait(timeout=60)
+        super().__init__(root, db="srv.db")
 
     # --- the REST API ---------------------------------------------------------------------------
 
