@@ -40,9 +40,12 @@ def test_groups_stay_whole_across_all_three_splits() -> None:
     assert labels.count("val") == 8 and labels.count("test") == 8
 
 
-def test_planted_families_are_never_split_between_test_and_the_rest(tmp_path: Path) -> None:
-    families = _planted_corpus(tmp_path)
-    cfg = TextFilesConfig(patterns=[str(tmp_path / "*.py")], val_fraction=0.2, test_fraction=0.2)
+def test_planted_families_are_never_split_between_test_and_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # keys independent of the tmp dir's name: a fixed hash order
+    families = _planted_corpus(Path("."))
+    cfg = TextFilesConfig(patterns=["*.py"], val_fraction=0.2, test_fraction=0.2)
     corpus = TextFilesCorpus(cfg)
     side = {key: split for split in ("train", "val", "test") for key in corpus.keys(split)}
     assert len(side) == N_FAMILIES * FAMILY_SIZE + N_UNIQUE
