@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+from torch import nn
 
 import gpt5_ablate.model  # registers attention / norm / pos / ffn variants)
 import gpt5_ablate.optim  # noqa: F401  (registers optimizers)
@@ -82,3 +83,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "integration" in item.keywords and "slow" not in item.keywords:
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def no_allocation(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Any module that owns parameters raises if it is constructed."""
+
+    def forbidden(self: nn.Module, *args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"{type(self).__name__} was built before the config was validated")
+
+    for module in (nn.Linear, nn.Embedding, nn.RMSNorm):
+        monkeypatch.setattr(module, "__init__", forbidden)
+    yield
