@@ -62,3 +62,18 @@ def test_readme_says_where_mlflow_artifacts_go_and_gives_the_run_time_as_a_range
     assert "./mlruns/" in outputs
     setup = README[README.index("## Set up and run") : README.index("## Sweep and compare")]
     assert re.search(r"\d+–\d+ s measured", setup)
+
+
+def test_typed_protocol_times_match_the_committed_runs() -> None:
+    """The minutes the README and the protocol's YAML quote are the committed run's wall time."""
+    import json
+
+    recorded = json.loads((REPO_ROOT / "docs/results/cpu_ladder/protocol.json").read_text())
+    minutes = f"{recorded['wall_s'] / 60:.1f} min measured"
+    yaml_head = (CONFIG_DIR / "protocol" / "cpu_ladder.yaml").read_text().splitlines()[0]
+    readme_line = next(x for x in README.splitlines() if "protocol name=cpu_ladder " in x)
+    assert minutes in yaml_head, f"{yaml_head!r} should quote {minutes!r}"
+    assert minutes in readme_line, f"{readme_line!r} should quote {minutes!r}"
+    table = (REPO_ROOT / "experiments/README.md").read_text()
+    row = next(x for x in table.splitlines() if x.startswith("| `cpu_ladder` |"))
+    assert f"**{minutes}**" in row, f"experiments/README.md's cpu_ladder row should quote {minutes!r}"
