@@ -76,4 +76,6 @@ def test_typed_protocol_times_match_the_committed_runs() -> None:
     assert minutes in readme_line, f"{readme_line!r} should quote {minutes!r}"
     table = (REPO_ROOT / "experiments/README.md").read_text()
     row = next(x for x in table.splitlines() if x.startswith("| `cpu_ladder` |"))
-    assert f"**{minutes}**" in row, f"experiments/README.md's cpu_ladder row should quote {minutes!r}"
+    assert f"**{minutes}**" in row, (
+        f"experiments/README.md's cpu_ladder row should quote {minutes!r}"
+    )
