@@ -114,8 +114,8 @@ def test_the_context_set_uses_its_size_and_rates_at_a_long_context(tmp_path: Pat
     assert arms == {("all_full", "none"), ("all_full", "learned"), ("alternate", "none"),
                     ("alternate", "learned")}  # fmt: skip
     for values in context:
-        assert values["model.name"] == "ladder_s2"
-        assert values["optimizer.lr"] == "0.01" and values["optimizer.adamw_lr"] == "0.024"
+        assert values["model.name"] == "ladder_s3"  # context.size in cpu_ladder.yaml
+        assert values["optimizer.lr"] == "0.005" and values["optimizer.adamw_lr"] == "0.006"
         assert values["trainer.micro_batch_size"] == "2"  # the context set's, not the size's
         assert int(values["model.max_seq_len"]) >= 4 * int(values["window.size"])
     assert summary["context"]["seq_len"] == 512 and summary["context"]["window"] == 128
