@@ -27,6 +27,7 @@ from gpt5_ablate.analysis.ladder import (
     optimizer_multipliers,
     write_ladder_report,
 )
+from gpt5_ablate.analysis.ladder_report import _budget_line
 from gpt5_ablate.errors import InputError
 
 EXPERIMENT = "ladder_synthetic"
@@ -233,6 +234,7 @@ def test_report_writes_tables_figures_and_context(summary: dict, tmp_path: Path)
             assert (tmp_path / "ladder" / "figures" / f"{stem}.{ext}").stat().st_size > 0
     assert "Extrapolation (NOT measured)" in text and "1e+24" in text
     assert "arXiv:2509.02046" in text and "arXiv:2502.16982" in text
+    assert "tokens per non-embedding parameter" in text and "arXiv:2203.15556" in text
     assert "per-position artifacts" in text
     assert "muon_adamw favoured at 3 size(s) spanning 100× compute" in text
     diffs = pd.read_csv(tmp_path / "ladder" / "context_differences.csv")
@@ -355,3 +357,12 @@ def test_falls_back_to_validation_with_a_visible_note(summary: dict, tmp_path: P
 def test_bad_summary_is_refused_before_loading() -> None:
     with pytest.raises(InputError, match="sizes"):
         load_ladder({"sizes": [], "experiment": "x"}, "sqlite:///nowhere.db")
+
+
+def test_budget_line_states_the_ratio_against_the_compute_optimal_one() -> None:
+    same = pd.DataFrame({"tokens_per_param": [0.302, 0.302, 0.3]})
+    assert "trains 0.3 tokens per non-embedding parameter, 0.015× the compute-optimal ~20" in (
+        _budget_line(same)
+    )
+    growing = pd.DataFrame({"tokens_per_param": [10.0, 40.0]})
+    assert "trains 10–40 tokens per non-embedding parameter, 0.5–2× the" in _budget_line(growing)

@@ -63,7 +63,12 @@ THREADS = 1
 
 
 def cli_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": str(THREADS)}
+    # The interpreter running the tests first on PATH, so that a README's bare `python` and
+    # `mlflow` are this environment's even when pytest was started as .venv/bin/python.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return {
+        **os.environ, "PATH": path, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": str(THREADS)
+    }  # fmt: skip
 
 
 def start_cli(args: list[str], cwd: Path, name: str = "cli") -> subprocess.Popen:

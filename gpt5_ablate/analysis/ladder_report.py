@@ -29,6 +29,10 @@ from gpt5_ablate.analysis.text import si
 WEN_ANCHORS = ((130e6, 1.4), (1.2e9, 1.1))
 #: Moonlight (arXiv:2502.16982): compute efficiency from its scaling-law fits.
 MOONLIGHT_MULTIPLIER = 2.0
+#: Compute-optimal tokens per parameter (Hoffmann et al. 2022, arXiv:2203.15556, ~20), and the
+#: range of multiples of it Wen et al. 2025 train at (1-8x).
+CHINCHILLA_TOKENS_PER_PARAM = 20.0
+WEN_DATA_RATIOS = (1, 8)
 
 
 def saturating_note(data: LadderData, multipliers: SizeMultipliers | None) -> str:
@@ -202,9 +206,33 @@ def _anchor_lines(mult: SizeMultipliers | None, sizes: pd.DataFrame) -> list[str
         f"from scaling-law fits. Of this ladder's {len(finite)} per-size intervals, "
         f"{len(finite) - below - above} contain(s) {MOONLIGHT_MULTIPLIER:g}×, {below} lie below it "
         f"and {above} above it.",
+        _budget_line(sizes),
         "",
     ]
     return lines
+
+
+def _budget_line(sizes: pd.DataFrame) -> str:
+    """How far this ladder's data-to-model ratio is from the anchors': a speed-up measured at one
+    ratio need not hold at another, so the comparison above is across budgets as well as sizes."""
+    ratio = sizes["tokens_per_param"].dropna()
+    if ratio.empty:
+        return "- Budget: no tokens-per-parameter ratio was recorded."
+    low, high = WEN_DATA_RATIOS
+    multiple = ratio / CHINCHILLA_TOKENS_PER_PARAM
+
+    def span(values: pd.Series) -> str:
+        if math.isclose(values.min(), values.max(), rel_tol=0.05):
+            return f"{values.iloc[0]:.2g}"
+        return f"{values.min():.2g}–{values.max():.2g}"
+
+    return (
+        f"- Budget: this ladder trains {span(ratio)} tokens per non-embedding parameter, "
+        f"{span(multiple)}× the compute-optimal ~{CHINCHILLA_TOKENS_PER_PARAM:g} (Hoffmann et "
+        f"al. 2022, arXiv:2203.15556); Wen et al. train at {low}–{high}× that optimum and call "
+        "for comparisons across such ratios. These multipliers describe far shorter budgets "
+        "than theirs."
+    )
 
 
 def _bin_label(column: str) -> str:
