@@ -27,7 +27,7 @@ from gpt5_ablate.analysis.ladder import (
     optimizer_multipliers,
     write_ladder_report,
 )
-from gpt5_ablate.analysis.ladder_report import _budget_line
+from gpt5_ablate.analysis.ladder_report import _budget_line, _split_lines
 from gpt5_ablate.errors import InputError
 
 EXPERIMENT = "ladder_synthetic"
@@ -366,3 +366,19 @@ def test_budget_line_states_the_ratio_against_the_compute_optimal_one() -> None:
     )
     growing = pd.DataFrame({"tokens_per_param": [10.0, 40.0]})
     assert "trains 10–40 tokens per non-embedding parameter, 0.5–2× the" in _budget_line(growing)
+
+
+def test_split_line_reports_sizes_and_overlap_or_nothing_when_runs_disagree() -> None:
+    runs = pd.DataFrame({
+        "n_train_tokens": [3.5e6, 3.5e6], "n_val_tokens": [1.2e5, 1.2e5],
+        "n_test_tokens": [2.4e5, 2.4e5], "n_docs_val": [40, 40], "n_docs_test": [40, 40],
+        "val_train_overlap_32": [0.0043, 0.0043], "test_train_overlap_32": [0.039, 0.039],
+        "test_val_overlap_32": [0.0008, 0.0008],
+    })  # fmt: skip
+    text = " ".join(_split_lines(runs))
+    assert "test 240k tokens (40 documents)" in text
+    assert "0.43% of validation's and 3.90% of test's occur verbatim in training" in text
+    assert "0.08% of test's in validation" in text
+    runs.loc[1, "n_test_tokens"] = 1.0  # two different splits: no single figure to state
+    assert _split_lines(runs) == []
+    assert _split_lines(runs.drop(columns="n_docs_test")) == []  # runs before the test split

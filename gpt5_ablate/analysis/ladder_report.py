@@ -323,6 +323,34 @@ def _selection_notes(selections: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _split_lines(runs: pd.DataFrame) -> list[str]:
+    """The held-out splits the numbers come from, and how much of them training has seen."""
+
+    def one(column: str) -> float | None:
+        if column not in runs:
+            return None
+        values = pd.to_numeric(runs[column], errors="coerce").dropna().unique()
+        return float(values[0]) if len(values) == 1 else None
+
+    tokens = [one(f"n_{split}_tokens") for split in ("train", "val", "test")]
+    docs = [one("n_docs_val"), one("n_docs_test")]
+    overlaps = [one(c) for c in ("val_train_overlap_32", "test_train_overlap_32")]
+    if any(v is None for v in (*tokens, *docs, *overlaps)):
+        return []  # runs that predate the test split, or splits that differ between runs
+    n_train, n_val, n_test = (si(v) for v in tokens)
+    val_train, test_train = overlaps
+    test_val = one("test_val_overlap_32")
+    return [
+        f"**Data split.** Training {n_train} tokens; validation {n_val} tokens ({docs[0]:.0f} "
+        f"documents), read only to select rates; test {n_test} tokens ({docs[1]:.0f} documents), "
+        "read by every reported loss. Near-duplicate documents stay on one side. Of the 32-token "
+        f"windows, {val_train:.2%} of validation's and {test_train:.2%} of test's occur verbatim "
+        "in training"
+        + (f", and {test_val:.2%} of test's in validation." if test_val is not None else "."),
+        "",
+    ]
+
+
 def _size_sections(
     sizes: pd.DataFrame, selections: pd.DataFrame, losses: pd.DataFrame
 ) -> list[str]:
@@ -461,6 +489,7 @@ def write_ladder_report(
         "",
         *(f"> {note}\n" for note in data.notes),
         *_size_sections(sizes, selections, losses),
+        *_split_lines(data.report),
         *_multiplier_section(mult, sizes),
         saturating_note(data, mult),
         "",

@@ -73,6 +73,13 @@ NUMERIC_PARAMS: dict[str, str] = {
     "tokenizer.vocab_size": "vocab_size",
     "unigram_val_loss": "unigram_val_loss",
     "data.val_train_overlap_32": "val_train_overlap_32",
+    "data.test_train_overlap_32": "test_train_overlap_32",
+    "data.test_val_overlap_32": "test_val_overlap_32",
+    "data.n_docs_val": "n_docs_val",
+    "data.n_docs_test": "n_docs_test",
+    "data.n_train_tokens": "n_train_tokens",
+    "data.n_val_tokens": "n_val_tokens",
+    "data.n_test_tokens": "n_test_tokens",
 }
 
 #: End-of-run metrics over the whole validation split (read from the run's latest values).
