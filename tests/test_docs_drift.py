@@ -3,6 +3,7 @@ pattern, the markers, where outputs go."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -66,8 +67,6 @@ def test_readme_says_where_mlflow_artifacts_go_and_gives_the_run_time_as_a_range
 
 def test_typed_protocol_times_match_the_committed_runs() -> None:
     """The minutes the README and the protocol's YAML quote are the committed run's wall time."""
-    import json
-
     recorded = json.loads((REPO_ROOT / "docs/results/cpu_ladder/protocol.json").read_text())
     minutes = f"{recorded['wall_s'] / 60:.1f} min measured"
     yaml_head = (CONFIG_DIR / "protocol" / "cpu_ladder.yaml").read_text().splitlines()[0]
