@@ -41,7 +41,10 @@ def results_text() -> str:
         "[docs/results/cpu_hour/](docs/results/cpu_hour/). The MLflow store is not committed: "
         "the same command with `stages=report` regenerates both reports from the committed "
         "export ([docs/results/cpu_hour/export/](docs/results/cpu_hour/export/): every run's "
-        "final values, and per-document losses under `artifacts/`).",
+        "final values, and per-document losses under `artifacts/`). Every run here is one size "
+        "(tiny), so under the judgement rule these measurements add no votes: the judgement "
+        "columns below rest on public evidence alone, and measurement enters the judgement only "
+        "through the ladder above.",
         "",
         protocol.split("\n", 2)[2].strip().replace("## ", "#### "),
     ]

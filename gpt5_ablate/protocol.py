@@ -30,7 +30,7 @@ from typing import Any
 
 from gpt5_ablate.cli_args import parse_key_values, run_tool
 from gpt5_ablate.errors import ConfigError, InputError
-from gpt5_ablate.ladder import ContextSet, Ladder, LadderSize, check_ladder
+from gpt5_ablate.ladder import ContextSet, Ladder, LadderSize, check_ladder, merge_overrides
 from gpt5_ablate.registry import as_typed
 from gpt5_ablate.train.finished import SWEEP_MEMBER_TAG
 
@@ -92,6 +92,18 @@ class ProtocolArgs:
         },
     )
     dry_run: bool = field(default=False, metadata={"help": "print the commands only"})
+    # Scale without editing the protocol file (both are recorded in protocol.json).
+    sizes: str | None = field(
+        default=None,
+        metadata={"help": "ladders: run only these of the protocol's sizes, comma-separated"},
+    )
+    tokens_per_param: float | None = field(
+        default=None,
+        metadata={
+            "help": "every run's budget in tokens per non-embedding parameter, replacing the "
+            "protocol's (~20 is compute-optimal)"
+        },
+    )
 
 
 def _round(rate: float) -> float:
@@ -113,6 +125,44 @@ def load_protocol(name: str) -> ProtocolConfig:
                 f"{path}: lr grid for {grid.optimizer} needs points >= 3, step > 1, center > 0."
             )
     return config
+
+
+def apply_scale(protocol: ProtocolConfig, args: ProtocolArgs) -> ProtocolConfig:
+    """The command line's ``sizes=`` and ``tokens_per_param=`` applied to the protocol file's
+    settings; refused, naming the valid choices, before anything runs."""
+    if args.tokens_per_param is not None:
+        if not (math.isfinite(args.tokens_per_param) and args.tokens_per_param > 0):
+            raise ConfigError(
+                f"tokens_per_param={args.tokens_per_param} is invalid: use a positive number of "
+                "training tokens per non-embedding parameter (e.g. 20, compute-optimal)."
+            )
+        budget = f"trainer.tokens_per_param={args.tokens_per_param:g}"
+        protocol.run_overrides = merge_overrides([*protocol.run_overrides, budget])
+    if args.sizes is None:
+        return protocol
+    known = [s.name for s in protocol.sizes]
+    if not known:
+        raise ConfigError(
+            f"sizes={args.sizes!r}: protocol {protocol.name} is not a ladder (its file lists no "
+            "sizes). Ladders: "
+            + ", ".join(sorted(p.stem for p in PROTOCOL_DIR.glob("*ladder*.yaml")))
+            + "."
+        )
+    wanted = [name.strip() for name in args.sizes.split(",") if name.strip()]
+    unknown = [name for name in wanted if name not in known]
+    if unknown or not wanted:
+        raise ConfigError(
+            f"sizes={args.sizes!r}: {', '.join(unknown) or 'no size named'} is not a size of "
+            f"protocol {protocol.name}. Valid choices: {', '.join(known)}."
+        )
+    protocol.sizes = [s for s in protocol.sizes if s.name in wanted]
+    if protocol.context is not None and protocol.context.size not in wanted:
+        print(
+            f"Note: the long-context set runs on {protocol.context.size}, which sizes= leaves "
+            "out; this run has no context set."
+        )
+        protocol.context = None
+    return protocol
 
 
 class Runner:
@@ -261,7 +311,7 @@ def select_rate(
 
 
 def run_protocol(args: ProtocolArgs) -> int:
-    protocol = load_protocol(args.name)
+    protocol = apply_scale(load_protocol(args.name), args)
     out = Path(args.out or f"reports/{protocol.name}")
     out.mkdir(parents=True, exist_ok=True)
     runner = Runner(protocol, args, out)

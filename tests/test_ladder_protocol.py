@@ -4,16 +4,19 @@ settings both optimizers share."""
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
 
+from gpt5_ablate.analysis.evidence import MIN_COMPUTE_SPAN
 from gpt5_ablate.errors import ConfigError
 from gpt5_ablate.ladder import Ladder, check_ladder, merge_overrides
-from gpt5_ablate.protocol import PROTOCOL_DIR, ProtocolArgs, Runner, load_protocol
+from gpt5_ablate.protocol import PROTOCOL_DIR, ProtocolArgs, Runner, load_protocol, run_protocol
 
 # The optimum each (size, rate key) is planted at: a different one per size, so a chain that
 # mixed sizes up would pick the wrong rate.
@@ -30,6 +33,10 @@ OPTIMA = {
     ("ladder_s3", "muon_adamw", "optimizer.adamw_lr"): 0.006,  # two extensions down
     ("ladder_s3", "adamw", "optimizer.lr"): 0.00075,  # beyond the grid: one extension
     ("ladder_s3", "adamw", "optimizer.embed_lr"): 0.096,
+    ("ladder_s4", "muon_adamw", "optimizer.lr"): 0.005,
+    ("ladder_s4", "muon_adamw", "optimizer.adamw_lr"): 0.024,
+    ("ladder_s4", "adamw", "optimizer.lr"): 0.000375,  # below its own centre: one extension
+    ("ladder_s4", "adamw", "optimizer.embed_lr"): 0.012,
 }
 RATE_KEYS = {k.rsplit(".", 1)[-1]: k for _, _, k in OPTIMA}
 
@@ -79,7 +86,7 @@ def test_every_size_selects_its_own_rates_then_reports_on_fresh_seeds(tmp_path: 
     runner = FakeLadderRunner(tmp_path)
     summary = Ladder(runner).run({"select", "compare", "context"})
     sizes = {s["name"]: s for s in summary["sizes"]}
-    assert list(sizes) == ["ladder_s1", "ladder_s2", "ladder_s3"]
+    assert list(sizes) == ["ladder_s1", "ladder_s2", "ladder_s3", "ladder_s4"]
     for (size, optimizer, key), optimum in OPTIMA.items():
         assert sizes[size]["best_rates"][optimizer][key] == pytest.approx(optimum)
         selections = [
@@ -95,7 +102,7 @@ def test_every_size_selects_its_own_rates_then_reports_on_fresh_seeds(tmp_path: 
     assert second and all(v["optimizer.embed_lr"] == "0.096" for v in second)
     # Report seeds never include the selection seed, and run at the chosen rates.
     compare = [v for s, v in runner.commands if s.startswith("compare-")]
-    assert len(compare) == 6
+    assert len(compare) == 8
     for values in compare:
         assert 0 not in [int(x) for x in values["seed"].split(",")]
         assert "phase" not in values
@@ -103,6 +110,9 @@ def test_every_size_selects_its_own_rates_then_reports_on_fresh_seeds(tmp_path: 
         v for s, v in runner.commands if s == "compare-ladder_s3" and v["optimizer"] == "adamw"
     )
     assert s3_adamw["optimizer.lr"] == "0.00075" and s3_adamw["optimizer.embed_lr"] == "0.096"
+    # A size's own centres place its first grid: ladder_s4's AdamW matrix grid starts at 7.5e-4.
+    first = [v for s, v in runner.commands if s == "select-ladder_s4-adamw-lr"]
+    assert [float(r) for r in first[0]["optimizer.lr"].split(",")] == [0.000375, 0.00075, 0.0015]
     assert runner.most_at_once == 2  # parallel_runs in cpu_ladder.yaml
 
 
@@ -152,6 +162,26 @@ def test_ladder_protocols_span_enough_compute(name: str) -> None:
     assert (PROTOCOL_DIR / f"{name}.yaml").is_file()
     shape = dict(o.split("=", 1) for o in protocol.context.overrides)
     assert int(shape["model.max_seq_len"]) >= 4 * int(shape["window.size"])
+    # The sizes span the compute the judgement rule asks before a measured effect counts, as the
+    # trainer will count it (tokens x forward+backward FLOPs per token, on the meta device).
+    flops = [planned_train_flops([*protocol.run_overrides, *s.overrides]) for s in protocol.sizes]
+    assert flops == sorted(flops)
+    assert flops[-1] / flops[0] >= MIN_COMPUTE_SPAN
+
+
+def planned_train_flops(overrides: list[str]) -> float:
+    import torch
+
+    from gpt5_ablate.cli import CONFIG_DIR  # registers every group's schema
+    from gpt5_ablate.model import GPT
+    from gpt5_ablate.train.plan import make_plan
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=merge_overrides(overrides))
+    plan = make_plan(cfg)
+    with torch.device("meta"):
+        model = GPT(plan.arch, vocab_size=cfg.tokenizer.vocab_size)
+    return float(plan.total_steps * plan.tokens_per_step * model.flops_per_token(plan.seq_len))
 
 
 def test_both_optimizers_decay_hidden_matrices_alike() -> None:
@@ -163,3 +193,41 @@ def test_both_optimizers_decay_hidden_matrices_alike() -> None:
         muon = compose("config", overrides=["optimizer=muon_adamw"]).optimizer
         adamw = compose("config", overrides=["optimizer=adamw"]).optimizer
     assert muon.weight_decay == adamw.weight_decay == muon.adamw_weight_decay > 0
+
+
+def dry_run_commands(capsys: pytest.CaptureFixture[str], tmp_path: Path, **scale: Any) -> str:
+    run_protocol(ProtocolArgs(name="cpu_ladder", out=str(tmp_path), dry_run=True, **scale))
+    return capsys.readouterr().out
+
+
+def test_sizes_and_budget_scale_from_the_command_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = dry_run_commands(capsys, tmp_path, sizes="ladder_s3,ladder_s4", tokens_per_param=20.0)
+    commands = [line for line in out.splitlines() if line.startswith("[")]
+    assert commands and all("trainer.tokens_per_param=20 " in c for c in commands)
+    assert all("trainer.tokens_per_param=0.3" not in c for c in commands)
+    assert {c.split("model.name=")[1].split()[0] for c in commands} == {"ladder_s3", "ladder_s4"}
+    assert any(c.startswith("[context]") for c in commands)  # its size, ladder_s3, is kept
+    recorded = json.loads((tmp_path / "protocol.json").read_text())["protocol"]
+    assert [s["name"] for s in recorded["sizes"]] == ["ladder_s3", "ladder_s4"]
+    # Leaving out the context set's size leaves out the context set, and says so.
+    out = dry_run_commands(capsys, tmp_path, sizes="ladder_s4")
+    assert "this run has no context set" in out
+    assert not any(line.startswith("[context]") for line in out.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("name", "scale", "message"),
+    [
+        ("cpu_ladder", {"sizes": "ladder_s4,ladder_s9"}, r"ladder_s9 is not a size.*ladder_s1"),
+        ("cpu_hour", {"sizes": "ladder_s1"}, r"not a ladder.*cpu_ladder, gpu_ladder"),
+        ("cpu_ladder", {"tokens_per_param": 0.0}, r"tokens_per_param=0.0 is invalid"),
+    ],
+)
+def test_bad_scale_settings_are_refused_before_anything_runs(
+    tmp_path: Path, name: str, scale: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        run_protocol(ProtocolArgs(name=name, out=str(tmp_path / "out"), **scale))
+    assert not (tmp_path / "out").exists()
