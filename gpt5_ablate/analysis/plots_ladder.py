@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 from mlflow import MlflowClient
 
 from gpt5_ablate.analysis.compute import SizeMultipliers
@@ -77,12 +78,19 @@ def plot_multiplier_vs_compute(multipliers: SizeMultipliers, out_dir: Path) -> l
             ax.fill_between(10**beyond, 10 ** np.percentile(band, 2.5, axis=0),
                             10 ** np.percentile(band, 97.5, axis=0), color="tab:red",
                             alpha=0.15, label="extrapolation, 95% band")  # fmt: skip
-        for target, estimate in multipliers.extrapolated.items():
-            ax.annotate(f"{estimate.value:.2g}×", (target, estimate.value), fontsize="x-small",
-                        xytext=(3, 3), textcoords="offset points")  # fmt: skip
+        # One label, at the farthest target: side by side they overlap (the table has them all).
+        farthest = max(targets)
+        estimate = multipliers.extrapolated[farthest]
+        ax.annotate(f"{estimate.value:.2g}×", (farthest, estimate.value), fontsize="small",
+                    xytext=(-6, 6), textcoords="offset points", ha="right")  # fmt: skip
     ax.axhline(1.0, color="grey", lw=0.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    # Multipliers read as 1×, 2×, 5×, not as powers of ten.
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
+    ax.yaxis.set_minor_formatter(
+        FuncFormatter(lambda v, _: f"{v:g}×" if f"{v:.1e}"[0] in "235" else "")
+    )
     ax.set_xlabel("Training compute (FLOPs)")
     ax.set_ylabel(f"Compute multiplier ({multipliers.baseline} / {multipliers.arm})")
     ax.set_title(f"Compute {multipliers.baseline} needs to reach {multipliers.arm}'s loss")
