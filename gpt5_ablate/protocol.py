@@ -142,11 +142,11 @@ def apply_scale(protocol: ProtocolConfig, args: ProtocolArgs) -> ProtocolConfig:
         return protocol
     known = [s.name for s in protocol.sizes]
     if not known:
+        # A ladder is a protocol whose file lists sizes, whatever its name.
+        ladders = sorted(p.stem for p in PROTOCOL_DIR.glob("*.yaml") if load_protocol(p.stem).sizes)
         raise ConfigError(
             f"sizes={args.sizes!r}: protocol {protocol.name} is not a ladder (its file lists no "
-            "sizes). Ladders: "
-            + ", ".join(sorted(p.stem for p in PROTOCOL_DIR.glob("*ladder*.yaml")))
-            + "."
+            f"sizes). Ladders: {', '.join(ladders)}."
         )
     wanted = [name.strip() for name in args.sizes.split(",") if name.strip()]
     unknown = [name for name in wanted if name not in known]
