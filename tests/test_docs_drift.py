@@ -78,3 +78,18 @@ def test_typed_protocol_times_match_the_committed_runs() -> None:
     assert f"**{minutes}**" in row, (
         f"experiments/README.md's cpu_ladder row should quote {minutes!r}"
     )
+
+
+def test_concurrency_tables_and_speedups_are_the_committed_measurements() -> None:
+    """docs/performance.md shows each committed concurrency table as written, and the speed-ups
+    the README and experiments/README.md quote are the best of those tables' rows."""
+    performance = (REPO_ROOT / "docs/performance.md").read_text()
+    speedups = []
+    for record in sorted((REPO_ROOT / "docs/bench_concurrent").glob("concurrent-*.md")):
+        table = record.read_text().split("\n\n", 1)[1].strip()
+        assert table in performance, f"docs/performance.md should show {record.name} as written"
+        rows = json.loads(record.with_suffix(".json").read_text())["rows"]
+        speedups.append(max(row["speedup"] for row in rows))
+    quoted = f"{min(speedups):.2f}–{max(speedups):.2f}x"
+    assert quoted in README, f"README should quote {quoted}"
+    assert quoted in (REPO_ROOT / "experiments/README.md").read_text()
