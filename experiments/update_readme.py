@@ -23,7 +23,15 @@ LADDER = ROOT / "docs" / "results" / "cpu_ladder"
 LADDER_BEGIN = "<!-- ladder:begin (written by `python experiments/update_readme.py` from docs/results/cpu_ladder) -->"
 LADDER_END = "<!-- ladder:end -->"
 #: The ladder report's sections the README shows, in order (the rest stays in the report).
-LADDER_SECTIONS = ("Sizes", "Test loss at each optimizer", "Compute multiplier", "Judgement")
+LADDER_SECTIONS = (
+    "Sizes",
+    "Test loss at each optimizer",
+    "Compute multiplier",
+    "Against published anchors",
+    "Figures",
+    "Long context",
+    "Judgement",
+)
 
 
 def section(markdown: str, heading: str) -> str:
