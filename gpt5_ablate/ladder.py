@@ -30,6 +30,14 @@ class LadderSize:
     # Grid centres for this size, "<optimizer>:<key>" -> rate; unnamed ones use the grid's centre.
     centers: dict[str, float] = field(default_factory=dict)
 
+    def start_rates(self, grids: list[LrGrid], optimizer: str) -> dict[str, float]:
+        """``optimizer``'s rates where this size's selection starts: each grid's centre here."""
+        return {
+            g.key: self.centers.get(f"{optimizer}:{g.key}", g.center)
+            for g in grids
+            if g.optimizer == optimizer
+        }
+
 
 @dataclass
 class ContextSet:
@@ -126,7 +134,7 @@ class Ladder:
         record = self.sizes[size.name]
         base = [*size.overrides, f"model.name={size.name}", f"optimizer={optimizer}"]
         grids = [g for g in self.protocol.lr_grids if g.optimizer == optimizer]
-        chosen = {g.key: size.centers.get(f"{optimizer}:{g.key}", g.center) for g in grids}
+        chosen = size.start_rates(grids, optimizer)
         # Rounds of coordinate descent: each grid runs at the best of the other rates so far, and
         # a later round re-centres it on its own best (an unchanged best costs nothing: those runs
         # are found finished by their identity).
