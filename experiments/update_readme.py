@@ -11,6 +11,7 @@ hand.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -65,6 +66,22 @@ def results_text() -> str:
     return "\n".join(parts)
 
 
+def _calls_text() -> str:
+    """How a protocol run resumed in several calls split its work (from its protocol.json)."""
+    summary = json.loads((LADDER / "protocol.json").read_text())
+    calls = int(summary.get("calls", 1))
+    if calls < 2:
+        return ""
+    later = []
+    for call in range(2, calls + 1):
+        stages = dict.fromkeys(s["stage"] for s in summary["stages"] if s.get("call") == call)
+        later.append(f"call {call}: {', '.join(f'`{s}`' for s in stages)}")
+    return (
+        f" It ran in {calls} calls under `stamp={summary['stamp']}` (the later ones with "
+        f"`stages=` naming what was added; {'; '.join(later)})."
+    )
+
+
 def ladder_text() -> str:
     report_path = LADDER / "ladder" / "report.md"
     report = report_path.read_text()
@@ -73,7 +90,8 @@ def ladder_text() -> str:
         "Measured with `python -m gpt5_ablate.protocol name=cpu_ladder "
         "tracking_uri=sqlite:///docs/results/cpu_ladder/mlflow.db out=docs/results/cpu_ladder` "
         "on this project's 2-core CPU machine; the same command with `stages=report` regenerates "
-        f"the [full report]({link}) from the committed store. {report.splitlines()[2]}",
+        f"the [full report]({link}) from the committed store.{_calls_text()} "
+        f"{report.splitlines()[2]}",
     ]
     for heading in LADDER_SECTIONS:
         body = section(report, heading)

@@ -7,12 +7,20 @@ is a *chain*: its grids in the order listed (a later grid, e.g. Muon's AdamW-sid
 the best rates found so far), then its report seeds. Chains of different sizes and optimizers
 do not depend on each other, so up to ``parallel_runs`` of them train at once, each run one
 process (on CPU one thread each; on a GPU several small runs share the device). The context
-set (window x sinks at a long context) runs after the chain whose rates it borrows.
+set (window x sinks at a long context) runs at each of its sizes after the chain whose rates it
+borrows, so a long-range preference can be replicated across sizes like the optimizer's.
+
+A protocol run resumed under its own ``stamp`` with a ``protocol.json`` from that stamp (e.g. on
+a machine that has the MLflow store but not the run dirs) keeps what that file records: stages
+left out of ``stages=`` keep their recorded selections, rates and sweeps, and a context sweep it
+records with the same overrides is not run again.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -42,13 +50,19 @@ class LadderSize:
 @dataclass
 class ContextSet:
     """Factors that act only at long range (sliding windows, sinks), at a context several times
-    the window, on one ladder size at that size's selected rates."""
+    the window, on each of ``sizes`` at that size's selected rates."""
 
-    size: str
+    sizes: list[str] = field(default_factory=list)
     optimizer: str = "muon_adamw"
     overrides: list[str] = field(default_factory=list)  # e.g. model.max_seq_len=512 window.size=128
+    # Per size, after ``overrides``: e.g. a micro-batch that keeps the size's tokens per step.
+    size_overrides: dict[str, list[str]] = field(default_factory=dict)
     design: dict[str, list[str]] = field(default_factory=dict)  # factor -> levels
     seeds: list[int] = field(default_factory=lambda: [1, 2])
+
+    def overrides_at(self, size: str) -> list[str]:
+        """The context set's overrides at ``size`` (its own batch, where it has one)."""
+        return merge_overrides([*self.overrides, *self.size_overrides.get(size, [])])
 
 
 def check_ladder(protocol: ProtocolConfig) -> None:
@@ -73,11 +87,18 @@ def check_ladder(protocol: ProtocolConfig) -> None:
                 )
     context = protocol.context
     if context is not None:
-        if context.size not in names:
+        if not context.sizes:
             raise ConfigError(
-                f"protocol {protocol.name}: context.size={context.size!r} is not a ladder size. "
-                f"Valid choices: {', '.join(names)}."
+                f"protocol {protocol.name}: context.sizes is empty; name the ladder sizes the "
+                f"long-context set runs at. Valid choices: {', '.join(names)}."
             )
+        for what, chosen in (("sizes", context.sizes), ("size_overrides", context.size_overrides)):
+            unknown = [size for size in chosen if size not in names]
+            if unknown:
+                raise ConfigError(
+                    f"protocol {protocol.name}: context.{what} names {', '.join(unknown)}, not a "
+                    f"ladder size. Valid choices: {', '.join(names)}."
+                )
         if context.optimizer not in optimizers:
             raise ConfigError(
                 f"protocol {protocol.name}: context.optimizer={context.optimizer!r} has no lr "
@@ -88,13 +109,18 @@ def check_ladder(protocol: ProtocolConfig) -> None:
 class Ladder:
     """Runs every chain of a ladder protocol and collects what ``protocol.json`` records."""
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Runner, previous: Mapping[str, Any] | None = None) -> None:
+        """``previous``: the ``protocol.json`` of an earlier call under the same stamp."""
         self.runner = runner
         self.protocol = runner.protocol
         self.slots = threading.Semaphore(max(1, self.protocol.parallel_runs))
+        recorded = {s["name"]: s for s in (previous or {}).get("sizes", [])}
         self.sizes: dict[str, dict[str, Any]] = {
-            s.name: _size_record(s) for s in self.protocol.sizes
+            s.name: copy.deepcopy(recorded.get(s.name)) or _size_record(s)
+            for s in self.protocol.sizes
         }
+        self.recorded_contexts = {c["size"]: c for c in context_sets(previous or {})}
+        self.contexts: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
 
     def run(self, stages: set[str]) -> dict[str, Any]:
@@ -111,13 +137,9 @@ class Ladder:
             for future in [*chains.values(), *context_futures]:
                 future.result()  # re-raises a failed sweep
         summary: dict[str, Any] = {"sizes": [self.sizes[s.name] for s in p.sizes]}
-        if p.context is not None and "context" in stages:
-            summary["context"] = {
-                "sweep_id": self.runner.sweep_id("context"),
-                "size": p.context.size,
-                "overrides": list(p.context.overrides),
-                **_context_shape(p.context.overrides),
-            }
+        contexts = self.recorded_contexts if "context" not in stages else self.contexts
+        if contexts:
+            summary["contexts"] = [contexts[s.name] for s in p.sizes if s.name in contexts]
         return summary
 
     def _optimizers(self) -> list[str]:
@@ -135,6 +157,19 @@ class Ladder:
         base = [*size.overrides, f"model.name={size.name}", f"optimizer={optimizer}"]
         grids = [g for g in self.protocol.lr_grids if g.optimizer == optimizer]
         chosen = size.start_rates(grids, optimizer)
+        if "select" in stages:
+            with self.lock:
+                record["selections"] = [
+                    s for s in record["selections"] if s["optimizer"] != optimizer
+                ]
+        elif record["best_rates"].get(optimizer):
+            # Not selecting now: the rates an earlier call of this protocol run chose.
+            chosen.update(record["best_rates"][optimizer])
+        elif stages & {"compare", "context"}:
+            print(
+                f"Note: {size.name} {optimizer}: no selected rates recorded for stamp "
+                f"{self.runner.stamp} and stages= leaves out select: the grid centres are used."
+            )
         # Rounds of coordinate descent: each grid runs at the best of the other rates so far, and
         # a later round re-centres it on its own best (an unchanged best costs nothing: those runs
         # are found finished by their identity).
@@ -164,23 +199,63 @@ class Ladder:
     def _submit_context(
         self, pool: ThreadPoolExecutor, chains: dict[tuple[str, str], Future[None]]
     ) -> list[Future[None]]:
+        """Every arm of the context set at each of its sizes (largest first, like the chains),
+        each size its own sweep ``context-<size>``, once its chain has chosen the rates."""
         context = self.protocol.context
         assert context is not None
-        size = next(s for s in self.protocol.sizes if s.name == context.size)
-        dependency = chains[size.name, context.optimizer]
+        futures = []
+        for size in reversed(self.protocol.sizes):
+            if size.name not in context.sizes:
+                continue
+            overrides = context.overrides_at(size.name)
+            recorded = self.recorded_contexts.get(size.name)
+            if recorded is not None and recorded.get("overrides") == overrides:
+                print(f"[context-{size.name}] recorded as done ({recorded['sweep_id']}): not rerun")
+                self.contexts[size.name] = recorded
+                continue
+            stage = f"context-{size.name}"
+            self.contexts[size.name] = {
+                "size": size.name, "sweep_id": self.runner.sweep_id(stage),
+                "overrides": overrides, **_context_shape(overrides),
+            }  # fmt: skip
+            dependency = chains[size.name, context.optimizer]
+            futures += [
+                pool.submit(self._context_arm, size, stage, overrides, levels, dependency)
+                for levels in _arms(context.design)
+            ]
+        return futures
 
-        def arm(levels: list[str]) -> None:
-            dependency.result()
-            rates = self.sizes[size.name]["best_rates"][context.optimizer]
-            seeds = ",".join(map(str, context.seeds))
-            overrides = [
-                *size.overrides, f"model.name={size.name}", *context.overrides,
-                f"optimizer={context.optimizer}", *(f"{k}={v}" for k, v in rates.items()),
-                *levels, f"seed={seeds}",
-            ]  # fmt: skip
-            self._sweep("context", merge_overrides(overrides))
+    def _context_arm(
+        self,
+        size: LadderSize,
+        stage: str,
+        context_overrides: list[str],
+        levels: list[str],
+        dependency: Future[None],
+    ) -> None:
+        context = self.protocol.context
+        assert context is not None
+        dependency.result()
+        rates = self.sizes[size.name]["best_rates"][context.optimizer]
+        seeds = ",".join(map(str, context.seeds))
+        overrides = [
+            *size.overrides, f"model.name={size.name}", *context_overrides,
+            f"optimizer={context.optimizer}", *(f"{k}={v}" for k, v in rates.items()),
+            *levels, f"seed={seeds}",
+        ]  # fmt: skip
+        self._sweep(stage, merge_overrides(overrides))
 
-        return [pool.submit(arm, levels) for levels in _arms(context.design)]
+
+def context_sets(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The context sweeps a ``protocol.json`` records, one per size: ``size, sweep_id,
+    overrides, seq_len, window``. Reads the one-size ``context`` entry older files hold."""
+    sets = summary.get("contexts")
+    if isinstance(sets, list):
+        return [dict(c) for c in sets]
+    old = summary.get("context")
+    if isinstance(old, Mapping) and old.get("sweep_id"):
+        return [{"size": str(old.get("size") or "context"), **old}]
+    return []
 
 
 def merge_overrides(overrides: list[str]) -> list[str]:

@@ -30,7 +30,14 @@ from typing import Any
 
 from gpt5_ablate.cli_args import parse_key_values, run_tool
 from gpt5_ablate.errors import ConfigError, InputError
-from gpt5_ablate.ladder import ContextSet, Ladder, LadderSize, check_ladder, merge_overrides
+from gpt5_ablate.ladder import (
+    ContextSet,
+    Ladder,
+    LadderSize,
+    check_ladder,
+    context_sets,
+    merge_overrides,
+)
 from gpt5_ablate.registry import as_typed
 from gpt5_ablate.train.finished import SWEEP_MEMBER_TAG
 
@@ -88,7 +95,8 @@ class ProtocolArgs:
     stamp: str | None = field(
         default=None,
         metadata={
-            "help": "reuse an interrupted protocol run's sweep ids (its protocol.json stamp)"
+            "help": "resume a protocol run: its sweep ids (the stamp it printed as it started), "
+            "and for ladders the selections and context sweeps its protocol.json records"
         },
     )
     dry_run: bool = field(default=False, metadata={"help": "print the commands only"})
@@ -156,12 +164,17 @@ def apply_scale(protocol: ProtocolConfig, args: ProtocolArgs) -> ProtocolConfig:
             f"protocol {protocol.name}. Valid choices: {', '.join(known)}."
         )
     protocol.sizes = [s for s in protocol.sizes if s.name in wanted]
-    if protocol.context is not None and protocol.context.size not in wanted:
-        print(
-            f"Note: the long-context set runs on {protocol.context.size}, which sizes= leaves "
-            "out; this run has no context set."
-        )
-        protocol.context = None
+    context = protocol.context
+    if context is not None:
+        kept = [size for size in context.sizes if size in wanted]
+        if not kept:
+            print(
+                f"Note: the long-context set runs on {', '.join(context.sizes)}, which sizes= "
+                "leaves out; this run has no context set."
+            )
+            protocol.context = None
+        else:
+            context.sizes = kept
     return protocol
 
 
@@ -320,6 +333,8 @@ def run_protocol(args: ProtocolArgs) -> int:
         return rerun_reports(runner)
     if not args.dry_run:
         runner.create_experiment()
+        print(f"Protocol {protocol.name}, run {runner.stamp} (a cut run resumes with "
+              f"stamp={runner.stamp}).")  # fmt: skip
     if protocol.sizes:
         return run_ladder(runner, stages)
     started = time.perf_counter()
@@ -360,32 +375,61 @@ def run_protocol(args: ProtocolArgs) -> int:
 
 
 def run_ladder(runner: Runner, stages: set[str]) -> int:
-    """A ladder protocol: every size's chains, then its report (``gpt5_ablate/ladder.py``)."""
+    """A ladder protocol: every size's chains, then its report (``gpt5_ablate/ladder.py``).
+    Resumed under its own stamp, it builds on that call's ``protocol.json`` (see the ladder
+    module): the stage log and wall time add up over the calls."""
     started = time.perf_counter()
+    previous = _previous_summary(runner)
+    ladder = Ladder(runner, previous).run(stages)
+    call = previous.get("calls", 1) + 1 if previous else 1
+    for entry in runner.log:
+        entry["call"] = call
     summary: dict[str, Any] = {
         "protocol": asdict(runner.protocol),
         "stamp": runner.stamp,
         "experiment": runner.protocol.experiment,
         "tracking_uri": runner.args.tracking_uri,
-        **Ladder(runner).run(stages),
-        "stages": runner.log,
-        "wall_s": round(time.perf_counter() - started, 1),
+        **ladder,
+        "stages": [*previous.get("stages", []), *runner.log],
+        "calls": call,
+        "wall_s": round(previous.get("wall_s", 0.0) + time.perf_counter() - started, 1),
     }
-    (runner.out / "protocol.json").write_text(json.dumps(summary, indent=2))
+    # A dry run's summary is kept apart: protocol.json records only sweeps that ran, and a
+    # resumed call trusts it.
+    path = runner.out / ("protocol.dry_run.json" if runner.args.dry_run else "protocol.json")
+    path.write_text(json.dumps(summary, indent=2))
     if "report" in stages and not runner.args.dry_run:
         ladder_reports(runner, summary)
-    print(f"Wrote {runner.out / 'protocol.json'} ({summary['wall_s'] / 60:.1f} min).")
+    print(f"Wrote {path} ({summary['wall_s'] / 60:.1f} min).")
     return 0
 
 
+def _previous_summary(runner: Runner) -> dict[str, Any]:
+    """``out/protocol.json`` when it is an earlier call of this protocol run (same stamp)."""
+    path = runner.out / "protocol.json"
+    if runner.args.stamp is None or not path.is_file():
+        return {}
+    try:
+        summary = json.loads(path.read_text())
+    except ValueError as error:
+        raise InputError(
+            f"{path} is damaged ({error}); move it aside to resume stamp={runner.args.stamp} "
+            "without it (finished runs are still found in their run dirs)."
+        ) from None
+    same = summary.get("stamp") == runner.stamp and summary.get("sizes")
+    if same:
+        print(f"Resuming protocol run {runner.stamp}: building on {path}.")
+    return summary if same else {}
+
+
 def ladder_reports(runner: Runner, summary: dict[str, Any]) -> None:
-    """The ladder's own report (sizes, multipliers, trend) and the context set's report."""
+    """The ladder's own report (sizes, multipliers, trend) and each context sweep's report."""
     from gpt5_ablate.analysis.ladder import write_ladder_report
 
     path = write_ladder_report(summary, runner.out, runner.args.tracking_uri)
     print(f"Wrote {path}.")
-    if summary.get("context"):
-        runner.report("context", summary["context"]["sweep_id"])
+    for context in context_sets(summary):
+        runner.report(f"context-{context['size']}", context["sweep_id"])
 
 
 def rerun_reports(runner: Runner) -> int:

@@ -34,7 +34,7 @@ EXPERIMENT = "ladder_synthetic"
 TOKENS_PER_STEP, STEPS = 1000, 100
 SIZES = {"s1": (2, 1e12, 1e5), "s2": (4, 1e13, 4e5), "s3": (8, 1e14, 2e6)}  # layers, C, params
 REPORT_SEEDS = (1, 2, 3)
-CONTEXT_SEEDS = (1, 2)  # the ladder protocol's default for its context set
+CONTEXT_SEEDS = (1, 2, 3)  # cpu_ladder's context set
 BEST = {"muon_adamw": {"optimizer.lr": 0.02, "optimizer.adamw_lr": 0.003},
         "adamw": {"optimizer.lr": 0.0015}}  # fmt: skip
 NOISE = 0.004
@@ -133,29 +133,37 @@ def _populate(root: Path) -> dict:
     experiment_id = client.create_experiment(EXPERIMENT, (root / "artifacts").as_uri())
     rng = np.random.default_rng(7)
     sizes = [_log_size(client, experiment_id, rng, name, *spec) for name, spec in SIZES.items()]
-    # Context sweep at s2's size, 512 tokens, window 128: alternate windows lose 0.05 at the
+    # A context sweep at every size, 512 tokens, window 128: alternate windows lose 0.05 at the
     # late positions; learned sinks gain 0.02 everywhere.
-    for window in ("all_full", "alternate"):
-        for sinks in ("none", "learned"):
-            for seed in CONTEXT_SEEDS:
-                late = 0.05 if window == "alternate" else 0.0
-                gain = -0.02 if sinks == "learned" else 0.0
-                bins = [4.9 + gain + rng.normal(0, 0.003), 4.6 + gain + rng.normal(0, 0.003),
-                        4.5 + gain + late, 4.45 + gain + late]  # fmt: skip
-                csv = root / "loss_by_position.csv"
-                pd.DataFrame({"position": np.arange(512), "tokens": 10,
-                              "loss": np.repeat(bins, 128)}).to_csv(csv, index=False)  # fmt: skip
-                params = {**_params("muon_adamw", 4, 4e13, 4e5, 512), "window.size": 128,
-                          "kv_cache_bytes_at_max_seq_len": 512 * 1024 if window == "all_full"
-                          else 320 * 1024}  # fmt: skip
-                metrics = {"final/test_loss": float(np.mean(bins)), "final/val_loss": 5.0,
-                           **_bins(bins)}  # fmt: skip
-                tags = _tags("muon_adamw", seed, "ladder-context", window=window, sinks=sinks)
-                _log(client, experiment_id, tags, params, metrics, csv)
+    contexts = []
+    for name, (layers, flops, n_params) in SIZES.items():
+        sweep = f"ladder-context-{name}"
+        for window in ("all_full", "alternate"):
+            for sinks in ("none", "learned"):
+                for seed in CONTEXT_SEEDS:
+                    late = 0.05 if window == "alternate" else 0.0
+                    gain = -0.02 if sinks == "learned" else 0.0
+                    base = adamw_loss(flops)
+                    bins = [base + 0.3 + gain + rng.normal(0, 0.003),
+                            base + gain + rng.normal(0, 0.003),
+                            base - 0.1 + gain + late, base - 0.15 + gain + late]  # fmt: skip
+                    csv = root / "loss_by_position.csv"
+                    pd.DataFrame({"position": np.arange(512), "tokens": 10,
+                                  "loss": np.repeat(bins, 128)}).to_csv(csv, index=False)  # fmt: skip
+                    params = {**_params("muon_adamw", layers, 1.2 * flops, n_params, 512),
+                              "window.size": 128,
+                              "kv_cache_bytes_at_max_seq_len": 512 * 1024 if window == "all_full"
+                              else 320 * 1024}  # fmt: skip
+                    metrics = {"final/test_loss": float(np.mean(bins)), "final/val_loss": 5.0,
+                               **_bins(bins)}  # fmt: skip
+                    tags = _tags("muon_adamw", seed, sweep, window=window, sinks=sinks)
+                    _log(client, experiment_id, tags, params, metrics, csv)
+        contexts.append({"size": name, "sweep_id": sweep, "window": 128, "seq_len": 512,
+                         "overrides": ["model.max_seq_len=512", "window.size=128"]})  # fmt: skip
     return {
         "protocol": {"name": "test_ladder", "select_seed": 0}, "sizes": sizes,
-        "context": {"sweep_id": "ladder-context", "size": "s2", "window": 128, "seq_len": 512},
-        "tracking_uri": uri, "experiment": EXPERIMENT, "stages": [], "wall_s": 600.0,
+        "contexts": contexts, "tracking_uri": uri, "experiment": EXPERIMENT, "stages": [],
+        "wall_s": 600.0,
     }  # fmt: skip
 
 
@@ -187,7 +195,7 @@ def test_planted_multiplier_and_trend_are_recovered(summary: dict) -> None:
 
 
 def test_no_trend_with_two_sizes_or_a_rising_loss(summary: dict) -> None:
-    two = {**summary, "sizes": summary["sizes"][:2], "context": None}
+    two = {**summary, "sizes": summary["sizes"][:2], "contexts": []}
     mult = optimizer_multipliers(load_ladder(two), n_resamples=100)
     assert mult is not None and mult.trend is None and "only 2 sizes" in (mult.no_trend or "")
     assert not mult.extrapolated
@@ -220,16 +228,31 @@ def test_ladder_sizes_count_favoured_sizes(summary: dict) -> None:
     assert {r["favoured"] for r in optimizer} == {"muon_adamw"}
     assert {r["category"] for r in optimizer} == {"favoured"}
     assert [r["flops"] for r in optimizer] == pytest.approx([1e12, 1e13, 1e14])
-    window = next(r for r in rows if r["factor"] == "window")
-    assert window["favoured"] == "all_full" and window["size"] == "s2"
-    assert window["context_len"] == 512 and window["window_tokens"] == 128
+    for factor, level in (("window", "all_full"), ("sinks", "learned")):
+        mine = [r for r in rows if r["factor"] == factor]
+        assert [r["size"] for r in mine] == ["s1", "s2", "s3"]  # one context sweep per size
+        assert {(r["favoured"], r["category"]) for r in mine} == {(level, "favoured")}
+        assert [r["flops"] for r in mine] == pytest.approx([1.2e12, 1.2e13, 1.2e14])
+        assert {(r["context_len"], r["window_tokens"]) for r in mine} == {(512, 128)}
+
+
+def test_a_one_size_context_entry_of_an_older_protocol_json_still_loads(summary: dict) -> None:
+    old = {k: v for k, v in summary.items() if k != "contexts"}
+    old["context"] = {"sweep_id": "ladder-context-s2", "size": "s2", "window": 128,
+                      "seq_len": 512, "overrides": []}  # fmt: skip
+    data = load_ladder(old)
+    assert data.context is not None and set(data.context["size"]) == {"s2"}
+    assert len(data.context) == 4 * len(CONTEXT_SEEDS)
+    assert [r["size"] for r in ladder_sizes(old) if r["factor"] == "window"] == ["s2"]
 
 
 def test_report_writes_tables_figures_and_context(summary: dict, tmp_path: Path) -> None:
     path = write_ladder_report(summary, tmp_path, n_resamples=100)
     text = path.read_text()
     assert path == tmp_path / "ladder" / "report.md"
-    for stem in ("loss_vs_compute", "multiplier_vs_compute", "loss_by_position"):
+    stems = ["loss_vs_compute", "multiplier_vs_compute"]
+    stems += [f"loss_by_position_{size}" for size in SIZES]
+    for stem in stems:
         for ext in ("png", "svg"):
             assert (tmp_path / "ladder" / "figures" / f"{stem}.{ext}").stat().st_size > 0
     assert "Extrapolation (NOT measured)" in text and "1e+24" in text
@@ -238,12 +261,27 @@ def test_report_writes_tables_figures_and_context(summary: dict, tmp_path: Path)
     assert "per-position artifacts" in text
     assert "muon_adamw favoured at 3 size(s) spanning 100× compute" in text
     diffs = pd.read_csv(tmp_path / "ladder" / "context_differences.csv")
-    late = diffs[(diffs["arm"] == "alternate / none") & (diffs["bin"] == "test_loss_pos_384_512")]
-    early = diffs[(diffs["arm"] == "alternate / none") & (diffs["bin"] == "test_loss_pos_0_128")]
+    diffs = diffs[(diffs["arm"] == "alternate / none") & (diffs["size"] == "s2")]
+    late = diffs[diffs["bin"] == "test_loss_pos_384_512"]
+    early = diffs[diffs["bin"] == "test_loss_pos_0_128"]
     assert late["diff"].iloc[0] == pytest.approx(0.05, abs=1e-6)
     assert abs(early["diff"].iloc[0]) < 0.01
-    arms = pd.read_csv(tmp_path / "ladder" / "context_arms.csv").set_index("arm")
+    arms = pd.read_csv(tmp_path / "ladder" / "context_arms.csv")
+    arms = arms[arms["size"] == "s3"].set_index("arm")
     assert arms.loc["alternate / none", "kv_cache_bytes_at_context"] == 320 * 1024
+    # The cross-size table: each factor's main effect per size, overall and at the late bin.
+    effects = pd.read_csv(tmp_path / "ladder" / "context_effects.csv")
+    window = effects[(effects["factor"] == "window") & (effects["level"] == "alternate")]
+    assert list(window["size"].unique()) == ["s1", "s2", "s3"]
+    assert window[window["bin"] == "loss"]["diff"].to_numpy() == pytest.approx(
+        [0.025] * 3, abs=1e-3
+    )
+    assert window[window["bin"] != "loss"]["diff"].to_numpy() == pytest.approx([0.05] * 3)
+    sinks = effects[(effects["factor"] == "sinks") & (effects["bin"] == "loss")]
+    assert sinks["diff"].to_numpy() == pytest.approx([-0.02] * 3, abs=1e-3)
+    summary_table = text.split("## Long context: windows and sinks", 1)[1].split("## ", 1)[0]
+    assert "| s3 |" in summary_table and "all_full 524k / alternate 328k" in summary_table
+    assert "### s1" in text.split("## Long context by size", 1)[1]
     json.dumps(summary)  # the summary stays plain JSON
 
 
@@ -302,9 +340,12 @@ def test_report_judges_each_measured_factor(summary: dict, tmp_path: Path) -> No
         line, sensitivity = _judged(text, factor)
         assert expected.text in line
         assert sensitivity == f"  - Sensitivity: {expected.sensitivity}."
-    # Window and sinks were run at one size only: never enough to count.
-    assert window.measured_level is None and sinks.measured_level is None
-    assert "measured at 1 size(s): s2" in _judged(text, "window")[0]
+    # Window and sinks were run at all three sizes, 100x apart, at 4x the window: they count.
+    assert window.measured_level == "all_full" and sinks.measured_level == "learned"
+    assert "measured at 3 size(s): s1, s2, s3" in _judged(text, "window")[0]
+    assert (
+        "measured evidence adds 2 votes: learned favoured at 3 sizes" in _judged(text, "sinks")[0]
+    )
 
 
 def test_a_ladder_spanning_too_little_compute_does_not_count(summary: dict, tmp_path: Path) -> None:
@@ -314,7 +355,7 @@ def test_a_ladder_spanning_too_little_compute_does_not_count(summary: dict, tmp_
     rng = np.random.default_rng(11)
     narrow = {"n1": (2, 1e12, 1e5), "n2": (3, 3e12, 2e5), "n3": (4, 1e13, 4e5)}
     sizes = [_log_size(client, experiment_id, rng, name, *spec) for name, spec in narrow.items()]
-    ladder = {**summary, "sizes": sizes, "context": None}
+    ladder = {**summary, "sizes": sizes, "contexts": []}
     text = write_ladder_report(ladder, tmp_path, n_resamples=50).read_text()
     assert (
         "Replication condition **not met**: this ladder has 3 size(s) spanning 10× training compute"
@@ -344,7 +385,7 @@ def test_falls_back_to_validation_with_a_visible_note(summary: dict, tmp_path: P
             )
     only = {
         **summary,
-        "context": None,
+        "contexts": [],
         "sizes": [{**summary["sizes"][0], "sweeps": {"compare": "ladder-val-only"}}],
     }
     data = load_ladder(only)

@@ -16,7 +16,15 @@ from hydra import compose, initialize_config_dir
 from gpt5_ablate.analysis.evidence import MIN_COMPUTE_SPAN
 from gpt5_ablate.errors import ConfigError
 from gpt5_ablate.ladder import Ladder, check_ladder, merge_overrides
-from gpt5_ablate.protocol import PROTOCOL_DIR, ProtocolArgs, Runner, load_protocol, run_protocol
+from gpt5_ablate.protocol import (
+    PROTOCOL_DIR,
+    ProtocolArgs,
+    Runner,
+    apply_scale,
+    load_protocol,
+    run_ladder,
+    run_protocol,
+)
 
 # The optimum each (size, rate key) is planted at: a different one per size, so a chain that
 # mixed sizes up would pick the wrong rate.
@@ -67,6 +75,7 @@ class FakeLadderRunner(Runner):
             self.running += 1
             self.most_at_once = max(self.most_at_once, self.running)
             self.commands.append((stage, values))
+            self.log.append({"stage": stage, "command": " ".join(overrides), "wall_s": 0.01})
         threading.Event().wait(0.01)  # long enough for the other chains to start
         with self.lock:
             self.running -= 1
@@ -116,19 +125,58 @@ def test_every_size_selects_its_own_rates_then_reports_on_fresh_seeds(tmp_path: 
     assert runner.most_at_once == 2  # parallel_runs in cpu_ladder.yaml
 
 
-def test_the_context_set_uses_its_size_and_rates_at_a_long_context(tmp_path: Path) -> None:
+def test_the_context_set_runs_at_every_size_at_its_rates_and_tokens_per_step(
+    tmp_path: Path,
+) -> None:
     runner = FakeLadderRunner(tmp_path)
     summary = Ladder(runner).run({"select", "compare", "context"})
-    context = [v for s, v in runner.commands if s == "context"]
-    arms = {(v["window"], v["sinks"]) for v in context}
-    assert arms == {("all_full", "none"), ("all_full", "learned"), ("alternate", "none"),
-                    ("alternate", "learned")}  # fmt: skip
-    for values in context:
-        assert values["model.name"] == "ladder_s3"  # context.size in cpu_ladder.yaml
-        assert values["optimizer.lr"] == "0.005" and values["optimizer.adamw_lr"] == "0.006"
-        assert values["trainer.micro_batch_size"] == "2"  # the context set's, not the size's
-        assert int(values["model.max_seq_len"]) >= 4 * int(values["window.size"])
-    assert summary["context"]["seq_len"] == 512 and summary["context"]["window"] == 128
+    sizes = {s["name"]: s for s in summary["sizes"]}
+    recorded = {c["size"]: c for c in summary["contexts"]}
+    assert list(recorded) == ["ladder_s1", "ladder_s2", "ladder_s3", "ladder_s4"]
+    for size, spec in recorded.items():
+        context = [v for s, v in runner.commands if s == f"context-{size}"]
+        arms = {(v["window"], v["sinks"]) for v in context}
+        assert arms == {("all_full", "none"), ("all_full", "learned"), ("alternate", "none"),
+                        ("alternate", "learned")}  # fmt: skip
+        rates = sizes[size]["best_rates"]["muon_adamw"]
+        size_batch = int(next(o for o in sizes[size]["overrides"] if "micro_batch" in o)[-1])
+        for values in context:
+            assert values["model.name"] == size
+            assert values["optimizer.lr"] == str(rates["optimizer.lr"])
+            assert values["optimizer.adamw_lr"] == str(rates["optimizer.adamw_lr"])
+            assert int(values["model.max_seq_len"]) >= 4 * int(values["window.size"])
+            # The same tokens per step as the size's own runs (at 128 tokens each).
+            assert int(values["trainer.micro_batch_size"]) * 512 == size_batch * 128
+        assert spec["sweep_id"] == runner.sweep_id(f"context-{size}")
+        assert spec["seq_len"] == 512 and spec["window"] == 128
+
+
+def test_a_resumed_call_builds_on_the_protocol_json_of_its_stamp(tmp_path: Path) -> None:
+    """On a machine with the MLflow store but no run dirs: the recorded rates are used without
+    selecting again, a context sweep recorded as done is not rerun, and the log adds up."""
+    first = FakeLadderRunner(tmp_path)
+    summary = {**Ladder(first).run({"select", "compare", "context"}), "stamp": first.stamp,
+               "stages": [{"stage": "compare-ladder_s1", "wall_s": 60.0}], "wall_s": 600.0}  # fmt: skip
+    summary["contexts"] = [c for c in summary["contexts"] if c["size"] != "ladder_s2"]
+    (tmp_path / "protocol.json").write_text(json.dumps(summary))
+    again = FakeLadderRunner(tmp_path)
+    again.args.stamp = again.stamp = first.stamp
+    run_ladder(again, {"context"})
+    assert {stage for stage, _ in again.commands} == {"context-ladder_s2"}
+    rates = {s["name"]: s["best_rates"] for s in summary["sizes"]}["ladder_s2"]["muon_adamw"]
+    assert {v["optimizer.lr"] for _, v in again.commands} == {str(rates["optimizer.lr"])}
+    resumed = json.loads((tmp_path / "protocol.json").read_text())
+    assert [c["size"] for c in resumed["contexts"]] == [
+        "ladder_s1", "ladder_s2", "ladder_s3", "ladder_s4"]  # fmt: skip
+    assert resumed["sizes"] == summary["sizes"]  # selections and sweeps kept as recorded
+    assert resumed["calls"] == 2 and resumed["wall_s"] >= 600.0
+    assert resumed["stages"][0] == {"stage": "compare-ladder_s1", "wall_s": 60.0}
+    assert {s.get("call") for s in resumed["stages"][1:]} == {2}
+    # Another stamp's protocol.json is not built on: its context sweeps run again.
+    other = FakeLadderRunner(tmp_path)
+    other.args.stamp = other.stamp = "20000101-000000"
+    run_ladder(other, {"context"})
+    assert len({stage for stage, _ in other.commands}) == 4
 
 
 def test_merge_overrides_keeps_one_value_per_key() -> None:
@@ -138,8 +186,12 @@ def test_merge_overrides_keeps_one_value_per_key() -> None:
 
 def test_a_ladder_that_cannot_run_is_refused(tmp_path: Path) -> None:
     protocol = load_protocol("cpu_ladder")
-    protocol.context.size = "ladder_s9"
-    with pytest.raises(ConfigError, match=r"context.size='ladder_s9'.*ladder_s1, ladder_s2"):
+    protocol.context.sizes = ["ladder_s1", "ladder_s9"]
+    with pytest.raises(ConfigError, match=r"context.sizes names ladder_s9.*ladder_s1, ladder_s2"):
+        check_ladder(protocol)
+    protocol = load_protocol("cpu_ladder")
+    protocol.context.size_overrides = {"ladder_s0": ["trainer.micro_batch_size=1"]}
+    with pytest.raises(ConfigError, match=r"context.size_overrides names ladder_s0"):
         check_ladder(protocol)
     protocol = load_protocol("cpu_ladder")
     protocol.sizes[0].centers = {"adamw:optimizer.adamw_lr": 0.1}
@@ -162,6 +214,8 @@ def test_ladder_protocols_span_enough_compute(name: str) -> None:
     assert (PROTOCOL_DIR / f"{name}.yaml").is_file()
     shape = dict(o.split("=", 1) for o in protocol.context.overrides)
     assert int(shape["model.max_seq_len"]) >= 4 * int(shape["window.size"])
+    if name == "cpu_ladder":  # long-range factors replicated across the ladder's compute span
+        assert protocol.context.sizes == [s.name for s in protocol.sizes]
     # The sizes span the compute the judgement rule asks before a measured effect counts, as the
     # trainer will count it (tokens x forward+backward FLOPs per token, on the meta device).
     flops = [planned_train_flops([*protocol.run_overrides, *s.overrides]) for s in protocol.sizes]
@@ -208,13 +262,16 @@ def test_sizes_and_budget_scale_from_the_command_line(
     assert commands and all("trainer.tokens_per_param=20 " in c for c in commands)
     assert all("trainer.tokens_per_param=0.3" not in c for c in commands)
     assert {c.split("model.name=")[1].split()[0] for c in commands} == {"ladder_s3", "ladder_s4"}
-    assert any(c.startswith("[context]") for c in commands)  # its size, ladder_s3, is kept
-    recorded = json.loads((tmp_path / "protocol.json").read_text())["protocol"]
-    assert [s["name"] for s in recorded["sizes"]] == ["ladder_s3", "ladder_s4"]
-    # Leaving out the context set's size leaves out the context set, and says so.
-    out = dry_run_commands(capsys, tmp_path, sizes="ladder_s4")
-    assert "this run has no context set" in out
-    assert not any(line.startswith("[context]") for line in out.splitlines())
+    # The context set runs at the kept sizes of its own.
+    assert {c.split("]")[0] for c in commands if c.startswith("[context")} == {
+        "[context-ladder_s3",
+        "[context-ladder_s4",
+    }
+    # A dry run records what it would run apart from protocol.json, which only real runs write.
+    assert not (tmp_path / "protocol.json").exists()
+    recorded = json.loads((tmp_path / "protocol.dry_run.json").read_text())
+    assert [s["name"] for s in recorded["protocol"]["sizes"]] == ["ladder_s3", "ladder_s4"]
+    assert recorded["protocol"]["context"]["sizes"] == ["ladder_s3", "ladder_s4"]
 
 
 @pytest.mark.parametrize(
@@ -231,3 +288,12 @@ def test_bad_scale_settings_are_refused_before_anything_runs(
     with pytest.raises(ConfigError, match=message):
         run_protocol(ProtocolArgs(name=name, out=str(tmp_path / "out"), **scale))
     assert not (tmp_path / "out").exists()
+
+
+def test_sizes_that_leave_out_every_context_size_leave_out_the_context_set(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    protocol = load_protocol("cpu_ladder")
+    protocol.context.sizes = ["ladder_s3"]
+    kept = apply_scale(protocol, ProtocolArgs(name="cpu_ladder", sizes="ladder_s1,ladder_s4"))
+    assert kept.context is None and "this run has no context set" in capsys.readouterr().out

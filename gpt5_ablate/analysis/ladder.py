@@ -3,7 +3,7 @@ multipliers and their trend, the long-context comparisons, and what the judgemen
 (:func:`ladder_sizes`). The Markdown report is :mod:`~gpt5_ablate.analysis.ladder_report`.
 
 Input is the protocol's ``protocol.json`` summary (sizes with their sweep ids, LR selections and
-best rates; an optional context sweep) plus the MLflow runs it names. Selection reads
+best rates; context sweeps, one per size) plus the MLflow runs it names. Selection reads
 validation; every reported loss reads the held-out test split (``final/test_loss``), falling
 back to validation, with a visible note, for runs that logged no test split.
 """
@@ -24,6 +24,7 @@ from gpt5_ablate.analysis.compute import SizeMultipliers, size_multipliers
 from gpt5_ablate.analysis.load import load_experiment, search_runs
 from gpt5_ablate.analysis.stats import MIN_SEEDS_FOR_CI, Interval, mean_ci, welch_ci
 from gpt5_ablate.errors import InputError
+from gpt5_ablate.ladder import context_sets
 
 MUON, ADAMW = "muon_adamw", "adamw"
 #: The context sweep's reference arm: every layer full attention, no sinks.
@@ -37,7 +38,8 @@ ALPHA = 0.05
 @dataclass
 class LadderData:
     """The runs the ladder reports: ``report`` (one row per compare run, with ``size``) and
-    ``context`` (the context sweep's runs, or None); ``loss`` is test loss where logged."""
+    ``context`` (the context sweeps' runs with their ``size``, or None); ``loss`` is test loss
+    where logged."""
 
     report: pd.DataFrame
     context: pd.DataFrame | None
@@ -72,7 +74,8 @@ def _check_summary(summary: Mapping[str, Any], tracking_uri: str | None) -> str:
         raise InputError(
             "The ladder summary (protocol.json) is not usable: " + "; ".join(problems) + ". "
             "Expected keys: sizes (name, overrides, sweeps.compare, selections, best_rates), "
-            "context (sweep_id, window, seq_len) or null, tracking_uri, experiment."
+            "contexts (a list of size, sweep_id, window, seq_len; may be absent), "
+            "tracking_uri, experiment."
         )
     return str(uri)
 
@@ -158,12 +161,15 @@ def load_ladder(summary: Mapping[str, Any], tracking_uri: str | None = None) -> 
             f"{experiment!r} at {uri} (sweeps: "
             f"{', '.join(s['sweeps']['compare'] for s in sizes)})."
         )
-    context = None
-    if summary.get("context"):
-        context = runs[runs["sweep_id"] == summary["context"]["sweep_id"]].copy()
-        if context.empty:
-            notes.append(f"The context sweep {summary['context']['sweep_id']} has no runs.")
-            context = None
+    context_parts = []
+    for spec in context_sets(summary):
+        in_set = runs[runs["sweep_id"] == spec["sweep_id"]]
+        if in_set.empty:
+            notes.append(f"The context sweep {spec['sweep_id']} ({spec['size']}) has no runs.")
+        context_parts.append(in_set.assign(size=spec["size"]))
+    context = pd.concat(context_parts, ignore_index=True) if context_parts else None
+    if context is not None and context.empty:
+        context = None
     select_seed = (summary.get("protocol") or {}).get("select_seed")
     if select_seed is not None and (report["seed"] == select_seed).any():
         notes.append(f"**The selection seed {select_seed} is also a report seed.**")
@@ -307,7 +313,7 @@ def multiplier_frame(mult: SizeMultipliers) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------------------------
-# The context sweep
+# The context sweeps
 # --------------------------------------------------------------------------------------------
 
 
@@ -343,12 +349,44 @@ def context_tables(context: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(rows), pd.DataFrame(diffs)
 
 
+def _level_means(frame: pd.DataFrame, factor: str, column: str) -> dict[str, pd.Series]:
+    """Per level of ``factor``: each seed's ``column``, averaged over the other factors' levels
+    (a main effect, as in a balanced factorial)."""
+    return {str(level): _per_seed(group, column) for level, group in frame.groupby(factor)}
+
+
+def context_effects(context: pd.DataFrame) -> pd.DataFrame:
+    """Per size and context factor, each level's main effect against the reference level
+    (:data:`CONTEXT_REFERENCE`), over all positions and over the last position bin: ``size,
+    train_flops, factor, level, reference, bin, diff, low, high, how``."""
+    rows = []
+    bins = bin_columns(context)
+    for size, runs in context.groupby("size", sort=False):
+        for factor in CONTEXT_FACTORS:
+            reference = CONTEXT_REFERENCE[factor]
+            for column in ["loss", *bins[-1:]]:
+                by_level = _level_means(runs, factor, column)
+                if reference not in by_level:
+                    continue
+                for level, values in by_level.items():
+                    if level == reference:
+                        continue
+                    diff, how = difference(values, by_level[reference])
+                    rows.append({
+                        "size": size, "train_flops": float(runs["train_flops"].mean()),
+                        "factor": factor, "level": level, "reference": reference,
+                        "bin": column, "diff": diff.mean, "low": diff.low, "high": diff.high,
+                        "how": how,
+                    })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 # --------------------------------------------------------------------------------------------
 # Sizes for the judgement rule
 # --------------------------------------------------------------------------------------------
 
 
-def size_rows(data: LadderData, context_size: str = "context") -> list[dict[str, Any]]:
+def size_rows(data: LadderData) -> list[dict[str, Any]]:
     """The rows of :func:`ladder_sizes`, from loaded data."""
     rows = []
     for name, group in data.report.groupby("size", sort=False):
@@ -361,19 +399,17 @@ def size_rows(data: LadderData, context_size: str = "context") -> list[dict[str,
             "context_len": float(group["context_len"].mean()), "window_tokens": None,
             "favoured": best, "category": category,
         })  # fmt: skip
-    context = data.context
-    for factor in CONTEXT_FACTORS if context is not None else ():
-        assert context is not None
-        if context[factor].nunique() < 2:
-            continue
-        # Each level's per-seed loss, averaged over the other factor's levels.
-        by_level = {str(level): _per_seed(g) for level, g in context.groupby(factor)}
-        best, category = favoured_level(by_level)
-        rows.append({
-            "factor": factor, "size": context_size, "flops": float(context["train_flops"].mean()),
-            "context_len": float(context["context_len"].mean()),
-            "window_tokens": _window_tokens(context), "favoured": best, "category": category,
-        })  # fmt: skip
+    context = data.context if data.context is not None else pd.DataFrame()
+    for factor in CONTEXT_FACTORS if not context.empty else ():
+        for name, runs in context.groupby("size", sort=False):
+            if runs[factor].nunique() < 2:
+                continue
+            best, category = favoured_level(_level_means(runs, factor, "loss"))
+            rows.append({
+                "factor": factor, "size": name, "flops": float(runs["train_flops"].mean()),
+                "context_len": float(runs["context_len"].mean()),
+                "window_tokens": _window_tokens(runs), "favoured": best, "category": category,
+            })  # fmt: skip
     return rows
 
 
@@ -390,12 +426,7 @@ def ladder_sizes(summary: Mapping[str, Any], tracking_uri: str | None = None) ->
     Holm at 5%, else ``inconclusive``): what the judgement rule counts. For
     :mod:`~gpt5_ablate.analysis.judgement`: ``MeasuredSize(r["flops"], r["context_len"],
     r["favoured"], r["category"], r["size"])`` per row of one factor."""
-    return size_rows(load_ladder(summary, tracking_uri), context_size_name(summary))
-
-
-def context_size_name(summary: Mapping[str, Any]) -> str:
-    """The size the context sweep ran at, as the summary names it (else ``context``)."""
-    return str((summary.get("context") or {}).get("size") or "context")
+    return size_rows(load_ladder(summary, tracking_uri))
 
 
 def write_ladder_report(

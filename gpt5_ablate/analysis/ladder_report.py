@@ -1,6 +1,6 @@
 """The scale ladder's Markdown report (``<out>/ladder/report.md``) with its CSVs and figures:
 sizes, tuned rates, test losses, the compute multiplier and its trend (with the extrapolation
-marked as not measured), published anchors, the context sweep, whether each measured preference
+marked as not measured), published anchors, the context sweeps (one per size), whether each measured preference
 is replicated, and the judgement rule applied to what the ladder measured. The numbers come from
 :mod:`~gpt5_ablate.analysis.ladder`.
 """
@@ -24,6 +24,7 @@ from gpt5_ablate.analysis.ladder import ADAMW, BIN_PREFIX, CONTEXT_FACTORS, MUON
 from gpt5_ablate.analysis.sections import markdown_table
 from gpt5_ablate.analysis.stats import MIN_SEEDS_FOR_CI
 from gpt5_ablate.analysis.text import si
+from gpt5_ablate.ladder import context_sets
 
 #: Wen et al. 2025 (arXiv:2509.02046): Muon's speed-up with per-size tuning, by parameters.
 WEN_ANCHORS = ((130e6, 1.4), (1.2e9, 1.1))
@@ -244,56 +245,151 @@ def _bin_label(column: str) -> str:
     return column
 
 
-def _context_lines(
-    data: LadderData, summary: Mapping[str, Any], uri: str, out: Path, csvs: list[Path]
+def _context_spec_text(spec: Mapping[str, Any]) -> str:
+    return f"context {spec.get('seq_len')} tokens, window {spec.get('window')}"
+
+
+def _effect_text(effects: pd.DataFrame, size: str, factor: str, level: str, column: str) -> str:
+    row = effects[
+        (effects["size"] == size) & (effects["factor"] == factor) & (effects["level"] == level)
+        & (effects["bin"] == column)
+    ]  # fmt: skip
+    if row.empty:
+        return "n/a"
+    r = row.iloc[0]
+    return _estimate_text(r["diff"], r["low"], r["high"], "+.4f")
+
+
+def _context_summary_lines(
+    data: LadderData,
+    specs: Sequence[Mapping[str, Any]],
+    rows: Sequence[Mapping[str, Any]],
+    out: Path,
+    csvs: list[Path],
 ) -> list[str]:
+    """Across sizes: each long-range factor's main effect (overall and at the last positions),
+    whether a level is favoured there, and the KV-cache each window level needs."""
     context = data.context
-    spec = summary.get("context") or {}
     lines = ["## Long context: windows and sinks", ""]
     if context is None:
-        return [*lines, "No runs in the context sweep.", ""]
-    context = context.assign(arm=ladder.context_arm(context))
-    arms, diffs = ladder.context_tables(context)
-    bins = ["loss", *ladder.bin_columns(context)]
+        return [*lines, "No runs in the context sweeps.", ""]
+    effects = ladder.context_effects(context)
+    effects.to_csv(out / "context_effects.csv", index=False)
+    csvs.append(out / "context_effects.csv")
+    shapes = sorted({_context_spec_text(spec) for spec in specs})
+    bins = ladder.bin_columns(context)
+    last = _bin_label(bins[-1]) if bins else None
     lines += [
-        f"Sweep `{spec.get('sweep_id')}`: context {spec.get('seq_len')} tokens, window "
-        f"{spec.get('window')}; arms = window × sinks. Losses are test loss over seeds (mean "
-        f"[95% t-interval] with ≥{MIN_SEEDS_FOR_CI} seeds); bins are equal-width position "
-        "ranges [lo, hi). KV-cache bytes: bf16, all layers, at the context length.",
-        "",
-        markdown_table(
-            arms.assign(kv_cache_bytes_at_context=arms["kv_cache_bytes_at_context"].map(si))
-            .rename(columns=_bin_label)
-            .rename(columns={"kv_cache_bytes_at_context": "KV-cache bytes at context"})
-        ),
+        f"Window × sinks at {', '.join(shapes)}, at {len(specs)} size(s), each at its own "
+        "selected Muon rates. Each factor's main effect is the paired difference of each seed's "
+        "test loss averaged over the other factor's levels [95% t-interval]; negative: the "
+        "level has lower loss than the reference (all_full, no sinks)."
+        + (
+            f" The last position bin ({last}) is where a window can cut off context."
+            if last
+            else ""
+        )
+        + " A level is *favoured* at a size when its interval excludes zero (Holm over levels).",
         "",
     ]
-    arms.to_csv(out / "context_arms.csv", index=False)
-    csvs.append(out / "context_arms.csv")
-    if diffs.empty:
-        lines += ["No all_full / none arm (or no other arm): no differences computed.", ""]
-    else:
-        diffs.to_csv(out / "context_differences.csv", index=False)
-        csvs.append(out / "context_differences.csv")
-        shown = diffs.assign(
-            text=[_estimate_text(r.diff, r.low, r.high, "+.4f") for r in diffs.itertuples()]
-        ).pivot(index="arm", columns="bin", values="text")[bins]
-        how = ", ".join(sorted(set(diffs["how"])))
+    table = []
+    favoured = {(r["factor"], r["size"]): r for r in rows if r["factor"] in CONTEXT_FACTORS}
+    for size, runs in context.groupby("size", sort=False):
+        row: dict[str, str] = {
+            "size": str(size), "training FLOPs": f"{runs['train_flops'].mean():.3g}",
+        }  # fmt: skip
+        for factor in CONTEXT_FACTORS:
+            reference = ladder.CONTEXT_REFERENCE[factor]
+            for level in sorted(set(runs[factor].astype(str)) - {reference}):
+                name = f"{factor}: {level} − {reference}"
+                row[name] = _effect_text(effects, size, factor, level, "loss")
+                if bins:
+                    row[f"{name}, {last}"] = _effect_text(effects, size, factor, level, bins[-1])
+            verdict = favoured.get((factor, size))
+            if verdict is not None:
+                row[f"{factor} favoured"] = (
+                    verdict["favoured"] if verdict["category"] == "favoured" else "no level"
+                )
+        kv = runs.groupby("window")["kv_cache_bytes_at_context"].mean()
+        row["KV-cache bytes"] = " / ".join(f"{w} {si(v)}" for w, v in kv.items())
+        table.append(row)
+    lines += [markdown_table(pd.DataFrame(table)), ""]
+    lines += [
+        "Per size, every arm's loss by position and its difference from all_full / none: "
+        "[Long context by size](report.md#long-context-by-size).",
+        "",
+    ]
+    return lines
+
+
+def _context_size_lines(
+    data: LadderData, specs: Sequence[Mapping[str, Any]], uri: str, out: Path, csvs: list[Path]
+) -> list[str]:
+    """Per context sweep: each arm's test loss overall and by position bin, its difference from
+    all_full / none, the KV-cache bytes, and the loss-by-position figure."""
+    lines = ["## Long context by size", ""]
+    if data.context is None:
+        return []
+    lines += [
+        f"Losses are test loss over seeds (mean [95% t-interval] with ≥{MIN_SEEDS_FOR_CI} seeds); "
+        "bins are equal-width position ranges [lo, hi). KV-cache bytes: bf16, all layers, at "
+        "the context length.",
+        "",
+    ]
+    all_arms, all_diffs = [], []
+    for spec in specs:
+        context = data.context[data.context["size"] == spec["size"]]
+        if context.empty:
+            continue
+        context = context.assign(arm=ladder.context_arm(context))
+        arms, diffs = ladder.context_tables(context)
+        all_arms.append(arms.assign(size=spec["size"]))
+        all_diffs.append(diffs.assign(size=spec["size"]))
+        bins = ["loss", *ladder.bin_columns(context)]
         lines += [
-            f"Difference from all_full / none, test loss [95% t-interval; {how}; negative: lower "
-            "loss than full attention without sinks]:",
+            f"### {spec['size']}",
             "",
-            markdown_table(shown.rename(columns=_bin_label).reset_index()),
+            f"Sweep `{spec.get('sweep_id')}`: {_context_spec_text(spec)}; arms = window × sinks.",
+            "",
+            markdown_table(
+                arms.assign(kv_cache_bytes_at_context=arms["kv_cache_bytes_at_context"].map(si))
+                .rename(columns=_bin_label)
+                .rename(columns={"kv_cache_bytes_at_context": "KV-cache bytes at context"})
+            ),
             "",
         ]
-    curves = plots_ladder.position_curves(context, uri)
-    source = "per-position artifacts"
-    if curves.empty:
-        curves = plots_ladder.bin_curves(context, ladder.bin_columns(context))
-        source = "position-bin metrics"
-    if not curves.empty:
-        plots_ladder.plot_loss_by_position(curves, source, out / "figures", spec.get("window"))
-        lines += [f"![Loss by position](figures/loss_by_position.png) (from {source})", ""]
+        if diffs.empty:
+            lines += ["No all_full / none arm (or no other arm): no differences computed.", ""]
+        else:
+            shown = diffs.assign(
+                text=[_estimate_text(r.diff, r.low, r.high, "+.4f") for r in diffs.itertuples()]
+            ).pivot(index="arm", columns="bin", values="text")[bins]
+            how = ", ".join(sorted(set(diffs["how"])))
+            lines += [
+                f"Difference from all_full / none [95% t-interval; {how}]:",
+                "",
+                markdown_table(shown.rename(columns=_bin_label).reset_index()),
+                "",
+            ]
+        curves = plots_ladder.position_curves(context, uri)
+        source = "per-position artifacts"
+        if curves.empty:
+            curves = plots_ladder.bin_curves(context, ladder.bin_columns(context))
+            source = "position-bin metrics"
+        if not curves.empty:
+            name = f"loss_by_position_{spec['size']}"
+            plots_ladder.plot_loss_by_position(
+                curves, source, out / "figures", spec.get("window"), name=name,
+                title=f"{spec['size']}: test loss by position",
+            )  # fmt: skip
+            lines += [
+                f"![Loss by position, {spec['size']}](figures/{name}.png) (from {source})",
+                "",
+            ]
+    for frames, name in ((all_arms, "context_arms"), (all_diffs, "context_differences")):
+        if frames:
+            pd.concat(frames, ignore_index=True).to_csv(out / f"{name}.csv", index=False)
+            csvs.append(out / f"{name}.csv")
     return lines
 
 
@@ -469,7 +565,8 @@ def write_ladder_report(
     sizes, selections = ladder.size_table(data), ladder.selection_table(data.sizes)
     losses = ladder.loss_table(data)
     mult = ladder.optimizer_multipliers(data, n_resamples)
-    rows = ladder.size_rows(data, ladder.context_size_name(summary))
+    rows = ladder.size_rows(data)
+    specs = context_sets(summary)
     tables = {"sizes": sizes, "selections": selections, "losses": losses,
               "replication": pd.DataFrame(rows)}  # fmt: skip
     if mult is not None:
@@ -478,12 +575,13 @@ def write_ladder_report(
     for name, frame in tables.items():
         frame.to_csv(folder / f"{name}.csv", index=False)
         csvs.append(folder / f"{name}.csv")
-    wall = summary.get("wall_s")
+    wall, calls = summary.get("wall_s"), int(summary.get("calls", 1))
     lines = [
         f"# Scale ladder: {MUON} vs {ADAMW}",
         "",
         f"Experiment `{summary['experiment']}`; {len(sizes)} size(s)"
         + (f"; protocol wall time {wall / 60:.1f} min" if wall else "")
+        + (f" over {calls} calls (resumed; protocol.json logs each)" if calls > 1 else "")
         + ". Rates were selected on validation loss with selection seeds; every loss below is "
         "TEST loss on report seeds unless a note says otherwise.",
         "",
@@ -496,13 +594,15 @@ def write_ladder_report(
         *_anchor_lines(mult, sizes),
         *_figure_lines(data, mult, folder / "figures"),
     ]
-    if summary.get("context"):
-        uri = str(tracking_uri or summary["tracking_uri"])
-        lines += _context_lines(data, summary, uri, folder, csvs)
+    if specs:
+        lines += _context_summary_lines(data, specs, rows, folder, csvs)
     replicated = replicated_lines(rows) or ["No factor was compared at any size."]
     lines += ["## Replicated?", "", *replicated, ""]
-    window = (summary.get("context") or {}).get("window")
+    window = specs[0].get("window") if specs else None
     lines += _judgement_lines(data, rows, sizes, window)
+    if specs:
+        uri = str(tracking_uri or summary["tracking_uri"])
+        lines += _context_size_lines(data, specs, uri, folder, csvs)
     lines += ["Tables: " + ", ".join(f"[{p.name}]({p.name})" for p in csvs), ""]
     path = folder / "report.md"
     path.write_text("\n".join(lines))

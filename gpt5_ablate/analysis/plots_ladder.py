@@ -1,5 +1,5 @@
 """The scale ladder's figures (PNG and SVG): loss vs compute per optimizer with the fitted
-lines, the compute multiplier vs compute with its extrapolation band, and the context sweep's
+lines, the compute multiplier vs compute with its extrapolation band, and each context sweep's
 loss by token position."""
 
 from __future__ import annotations
@@ -139,6 +139,8 @@ def plot_loss_by_position(
     out_dir: Path,
     window: int | None = None,
     reference: str = "all_full / none",
+    name: str = "loss_by_position",
+    title: str = "Test loss by position",
 ) -> list[Path]:
     """Mean test loss over seeds against token position, one line per window / sinks arm, and
     below it each arm's difference from ``reference`` (differences of a few hundredths vanish
@@ -155,7 +157,7 @@ def plot_loss_by_position(
             axes[1].plot(table.index, table[arm] - table[reference], marker="o", ms=3,
                          color=colors[arm], label=arm)  # fmt: skip
     axes[0].set_ylabel(TEST_LOSS_LABEL)
-    axes[0].set_title(f"Test loss by position (mean over seeds; {source})")
+    axes[0].set_title(f"{title} (mean over seeds; {source})", fontsize="medium")
     axes[0].legend(fontsize="small", title="window / sinks")
     if with_reference:
         axes[1].axhline(0.0, color="grey", lw=0.8)
@@ -168,4 +170,4 @@ def plot_loss_by_position(
         axes[0].annotate(f"window = {window}", (window, 1), xycoords=("data", "axes fraction"),
                          xytext=(3, -12), textcoords="offset points", fontsize="x-small")  # fmt: skip
     axes[-1].set_xlabel("Token position in the sequence")
-    return save_figure(fig, out_dir, "loss_by_position")
+    return save_figure(fig, out_dir, name)
