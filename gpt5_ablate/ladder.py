@@ -114,9 +114,9 @@ class Ladder:
         self.runner = runner
         self.protocol = runner.protocol
         self.slots = threading.Semaphore(max(1, self.protocol.parallel_runs))
-        recorded = {s["name"]: s for s in (previous or {}).get("sizes", [])}
+        self.recorded = {s["name"]: s for s in (previous or {}).get("sizes", [])}
         self.sizes: dict[str, dict[str, Any]] = {
-            s.name: copy.deepcopy(recorded.get(s.name)) or _size_record(s)
+            s.name: copy.deepcopy(self.recorded.get(s.name)) or _size_record(s)
             for s in self.protocol.sizes
         }
         self.recorded_contexts = {c["size"]: c for c in context_sets(previous or {})}
@@ -136,10 +136,14 @@ class Ladder:
                 context_futures = self._submit_context(pool, chains)
             for future in [*chains.values(), *context_futures]:
                 future.result()  # re-raises a failed sweep
-        summary: dict[str, Any] = {"sizes": [self.sizes[s.name] for s in p.sizes]}
-        contexts = self.recorded_contexts if "context" not in stages else self.contexts
+        # Sizes an earlier call recorded and this one left out (``sizes=``) stay recorded.
+        order = [*self.recorded, *(name for name in self.sizes if name not in self.recorded)]
+        summary: dict[str, Any] = {
+            "sizes": [self.sizes.get(name) or self.recorded[name] for name in order]
+        }
+        contexts = {**self.recorded_contexts, **self.contexts}
         if contexts:
-            summary["contexts"] = [contexts[s.name] for s in p.sizes if s.name in contexts]
+            summary["contexts"] = [contexts[name] for name in order if name in contexts]
         return summary
 
     def _optimizers(self) -> list[str]:

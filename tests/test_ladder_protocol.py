@@ -172,6 +172,20 @@ def test_a_resumed_call_builds_on_the_protocol_json_of_its_stamp(tmp_path: Path)
     assert resumed["calls"] == 2 and resumed["wall_s"] >= 600.0
     assert resumed["stages"][0] == {"stage": "compare-ladder_s1", "wall_s": 60.0}
     assert {s.get("call") for s in resumed["stages"][1:]} == {2}
+    # A later call on one size keeps what the file records for the others.
+    one = FakeLadderRunner(tmp_path)
+    one.args.stamp = one.stamp = first.stamp
+    one.protocol.sizes = [s for s in one.protocol.sizes if s.name == "ladder_s4"]
+    run_ladder(one, {"compare"})
+    assert {stage for stage, _ in one.commands} == {"compare-ladder_s4"}
+    kept = json.loads((tmp_path / "protocol.json").read_text())
+    assert [s["name"] for s in kept["sizes"]] == [
+        "ladder_s1",
+        "ladder_s2",
+        "ladder_s3",
+        "ladder_s4",
+    ]
+    assert len(kept["contexts"]) == 4 and kept["calls"] == 3
     # Another stamp's protocol.json is not built on: its context sweeps run again.
     other = FakeLadderRunner(tmp_path)
     other.args.stamp = other.stamp = "20000101-000000"
