@@ -22,6 +22,7 @@ from gpt5_ablate.analysis.compute import saturating_fit, size_multipliers
 from gpt5_ablate.analysis.evidence import load_evidence
 from gpt5_ablate.analysis.judgement import Judgement, JudgementSettings, MeasuredSize, judgement
 from gpt5_ablate.analysis.ladder import (
+    FIRST_COLUMN,
     ladder_sizes,
     load_ladder,
     optimizer_multipliers,
@@ -147,9 +148,12 @@ def _populate(root: Path) -> dict:
                     bins = [base + 0.3 + gain + rng.normal(0, 0.003),
                             base + gain + rng.normal(0, 0.003),
                             base - 0.1 + gain + late, base - 0.15 + gain + late]  # fmt: skip
+                    # Sinks also gain 0.1 more at the first 16 positions (per-position only).
+                    per_position = np.repeat(bins, 128)
+                    per_position[:16] -= 0.1 if sinks == "learned" else 0.0
                     csv = root / "loss_by_position.csv"
                     pd.DataFrame({"position": np.arange(512), "tokens": 10,
-                                  "loss": np.repeat(bins, 128)}).to_csv(csv, index=False)  # fmt: skip
+                                  "loss": per_position}).to_csv(csv, index=False)  # fmt: skip
                     params = {**_params("muon_adamw", layers, 1.2 * flops, n_params, 512),
                               "window.size": 128,
                               "kv_cache_bytes_at_max_seq_len": 512 * 1024 if window == "all_full"
@@ -276,11 +280,22 @@ def test_report_writes_tables_figures_and_context(summary: dict, tmp_path: Path)
     assert window[window["bin"] == "loss"]["diff"].to_numpy() == pytest.approx(
         [0.025] * 3, abs=1e-3
     )
-    assert window[window["bin"] != "loss"]["diff"].to_numpy() == pytest.approx([0.05] * 3)
+    assert window[window["bin"] == "test_loss_pos_384_512"]["diff"].to_numpy() == pytest.approx(
+        [0.05] * 3
+    )
     sinks = effects[(effects["factor"] == "sinks") & (effects["bin"] == "loss")]
     assert sinks["diff"].to_numpy() == pytest.approx([-0.02] * 3, abs=1e-3)
+    # The first 16 of 512 positions (from the per-position artifacts) show the sinks' extra gain.
+    first = effects[(effects["factor"] == "sinks") & (effects["bin"] == FIRST_COLUMN)]
+    assert first["diff"].to_numpy() == pytest.approx([-0.12] * 3, abs=2e-3)
+    assert "positions 0–15" in text.split("## Long context: windows and sinks", 1)[1]
+    assert (
+        "sinks learned − none at positions 0–15: below zero at 3 and above zero at 0 of 3 "
+        "size(s), spanning 100× compute" in text
+    )
     summary_table = text.split("## Long context: windows and sinks", 1)[1].split("## ", 1)[0]
-    assert "| s3 |" in summary_table and "all_full 524k / alternate 328k" in summary_table
+    assert "| s3 | 1.2e+14 | window: alternate − all_full |" in summary_table
+    assert "s3: all_full 524k, alternate 328k" in summary_table
     assert "### s1" in text.split("## Long context by size", 1)[1]
     json.dumps(summary)  # the summary stays plain JSON
 

@@ -11,6 +11,7 @@ back to validation, with a visible note, for runs that logged no test split.
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,11 @@ CONTEXT_REFERENCE = {"window": "all_full", "sinks": "none"}
 CONTEXT_FACTORS: tuple[str, ...] = ("window", "sinks")
 TEST_SOURCE, VAL_SOURCE = "test", "validation (no test split logged)"
 BIN_PREFIX = "test_loss_pos_"
+#: The context runs' test loss over their first positions (from per-position artifacts).
+FIRST_COLUMN = "test_loss_first_positions"
+POSITION_FILE = "eval/loss_by_position.csv"
+#: Positions are averaged in this many equal buckets (figures; the first-positions column).
+POSITION_BUCKETS = 32
 ALPHA = 0.05
 
 
@@ -170,6 +176,8 @@ def load_ladder(summary: Mapping[str, Any], tracking_uri: str | None = None) -> 
     context = pd.concat(context_parts, ignore_index=True) if context_parts else None
     if context is not None and context.empty:
         context = None
+    if context is not None:
+        context = add_first_positions(context, position_tables(context, uri))
     select_seed = (summary.get("protocol") or {}).get("select_seed")
     if select_seed is not None and (report["seed"] == select_seed).any():
         notes.append(f"**The selection seed {select_seed} is also a report seed.**")
@@ -323,6 +331,53 @@ def bin_columns(runs: pd.DataFrame) -> list[str]:
     return sorted(columns, key=lambda c: int(c.removeprefix(BIN_PREFIX).split("_")[0]))
 
 
+def position_tables(runs: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:
+    """``run_id, position, loss, tokens``: each run's ``eval/loss_by_position.csv`` (test loss
+    per token position), or an empty frame when any run lacks the artifact."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    frames = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for run_id in runs["run_id"]:
+            try:
+                path = client.download_artifacts(str(run_id), POSITION_FILE, tmp)
+            except Exception:  # MLflow raises several types for a missing artifact
+                return pd.DataFrame(columns=["run_id", "position", "loss", "tokens"])
+            frames.append(pd.read_csv(path).assign(run_id=run_id))
+    if not frames:
+        return pd.DataFrame(columns=["run_id", "position", "loss", "tokens"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def first_positions(context_len: float) -> int:
+    """How many leading positions the ``first`` column covers: the first of the
+    :data:`POSITION_BUCKETS` equal buckets the figures average positions in."""
+    return max(1, math.ceil(context_len / POSITION_BUCKETS))
+
+
+def add_first_positions(context: pd.DataFrame, tables: pd.DataFrame) -> pd.DataFrame:
+    """``context`` with :data:`FIRST_COLUMN`: each run's test loss over its first positions
+    (where a query has the fewest keys to attend to, and a sink the most to offer)."""
+    if tables.empty:
+        return context.assign(**{FIRST_COLUMN: np.nan})
+    width = first_positions(float(context["context_len"].max()))
+    early = tables[tables["position"] < width]
+    weighted = early.assign(weighted=early["loss"] * early["tokens"]).groupby("run_id")
+    sums = weighted[["weighted", "tokens"]].sum()
+    loss = (sums["weighted"] / sums["tokens"]).rename(FIRST_COLUMN)
+    return context.drop(columns=FIRST_COLUMN, errors="ignore").merge(
+        loss, left_on="run_id", right_index=True, how="left"
+    )
+
+
+def loss_columns(context: pd.DataFrame) -> list[str]:
+    """The context runs' loss columns: overall, the first positions (when per-position
+    artifacts were logged), then each position bin."""
+    first = [FIRST_COLUMN] if context.get(FIRST_COLUMN, pd.Series()).notna().any() else []
+    return ["loss", *first, *bin_columns(context)]
+
+
 def context_arm(runs: pd.DataFrame) -> pd.Series:
     return runs["window"].astype(str) + " / " + runs["sinks"].astype(str)
 
@@ -332,7 +387,7 @@ def context_tables(context: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     arm and bin, the difference from the all_full / none arm."""
     context = context.assign(arm=context_arm(context))
     reference = " / ".join(CONTEXT_REFERENCE[f] for f in CONTEXT_FACTORS)
-    columns = ["loss", *bin_columns(context)]
+    columns = loss_columns(context)
     rows, diffs = [], []
     for arm, group in context.groupby("arm", sort=True):
         row: dict[str, object] = {"arm": arm, "n_seeds": int(group["seed"].nunique())}
@@ -355,16 +410,24 @@ def _level_means(frame: pd.DataFrame, factor: str, column: str) -> dict[str, pd.
     return {str(level): _per_seed(group, column) for level, group in frame.groupby(factor)}
 
 
+def effect_columns(context: pd.DataFrame) -> list[str]:
+    """Beside the overall loss: the first positions (where sinks act) when per-position
+    artifacts were logged, and the last bin (where a window cuts off context)."""
+    columns = loss_columns(context)
+    return [c for c in columns if c == FIRST_COLUMN] + bin_columns(context)[-1:]
+
+
 def context_effects(context: pd.DataFrame) -> pd.DataFrame:
     """Per size and context factor, each level's main effect against the reference level
-    (:data:`CONTEXT_REFERENCE`), over all positions and over the last position bin: ``size,
-    train_flops, factor, level, reference, bin, diff, low, high, how``."""
+    (:data:`CONTEXT_REFERENCE`), over all positions, the first positions and the last position
+    bin (:func:`effect_columns`): ``size, train_flops, factor, level, reference, bin, diff,
+    low, high, how``."""
     rows = []
-    bins = bin_columns(context)
+    columns = ["loss", *effect_columns(context)]
     for size, runs in context.groupby("size", sort=False):
         for factor in CONTEXT_FACTORS:
             reference = CONTEXT_REFERENCE[factor]
-            for column in ["loss", *bins[-1:]]:
+            for column in columns:
                 by_level = _level_means(runs, factor, column)
                 if reference not in by_level:
                     continue

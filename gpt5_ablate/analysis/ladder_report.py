@@ -236,9 +236,12 @@ def _budget_line(sizes: pd.DataFrame) -> str:
     )
 
 
-def _bin_label(column: str) -> str:
+def _bin_label(column: str, context_len: float | None = None) -> str:
     if column == "loss":
         return "all positions"
+    if column == ladder.FIRST_COLUMN:
+        width = ladder.first_positions(context_len) if context_len else None
+        return f"positions 0–{width - 1}" if width else "first positions"
     if column.startswith(BIN_PREFIX):
         lo, hi = column.removeprefix(BIN_PREFIX).split("_")
         return f"positions {lo}–{int(hi) - 1}"
@@ -260,6 +263,32 @@ def _effect_text(effects: pd.DataFrame, size: str, factor: str, level: str, colu
     return _estimate_text(r["diff"], r["low"], r["high"], "+.4f")
 
 
+def _position_effect_lines(effects: pd.DataFrame, labels: Mapping[str, str]) -> list[str]:
+    """Where an effect confined to some positions holds across sizes: at how many sizes each
+    position range's interval lies below or above zero (not counted by the judgement)."""
+    parts = []
+    extra = effects[effects["bin"] != "loss"]
+    for (factor, level, column), rows in extra.groupby(["factor", "level", "bin"], sort=False):
+        below, above = int((rows["high"] < 0).sum()), int((rows["low"] > 0).sum())
+        if not below and not above:
+            continue
+        flops = rows[(rows["high"] < 0) | (rows["low"] > 0)]["train_flops"]
+        span = f", spanning {flops.max() / flops.min():.3g}× compute" if len(flops) > 1 else ""
+        parts.append(
+            f"{factor} {level} − {rows['reference'].iloc[0]} at {labels.get(column, column)}: "
+            f"below zero at {below} and above zero at {above} of {len(rows)} size(s){span}"
+        )
+    if not parts:
+        return []
+    return [
+        "Effects confined to some positions: "
+        + "; ".join(parts)
+        + ". The judgement counts the loss over all positions only, so these inform but do not "
+        "vote.",
+        "",
+    ]
+
+
 def _context_summary_lines(
     data: LadderData,
     specs: Sequence[Mapping[str, Any]],
@@ -267,8 +296,8 @@ def _context_summary_lines(
     out: Path,
     csvs: list[Path],
 ) -> list[str]:
-    """Across sizes: each long-range factor's main effect (overall and at the last positions),
-    whether a level is favoured there, and the KV-cache each window level needs."""
+    """Across sizes: each long-range factor's main effect overall, at the first positions and
+    at the last ones, whether a level is favoured, and the KV-cache each window level needs."""
     context = data.context
     lines = ["## Long context: windows and sinks", ""]
     if context is None:
@@ -277,44 +306,51 @@ def _context_summary_lines(
     effects.to_csv(out / "context_effects.csv", index=False)
     csvs.append(out / "context_effects.csv")
     shapes = sorted({_context_spec_text(spec) for spec in specs})
-    bins = ladder.bin_columns(context)
-    last = _bin_label(bins[-1]) if bins else None
+    length = float(context["context_len"].max())
+    columns = ["loss", *ladder.effect_columns(context)]
+    labels = {column: _bin_label(column, length) for column in columns}
+    first = labels.get(ladder.FIRST_COLUMN)
+    last = next((labels[c] for c in columns if c.startswith(BIN_PREFIX)), None)
     lines += [
         f"Window × sinks at {', '.join(shapes)}, at {len(specs)} size(s), each at its own "
         "selected Muon rates. Each factor's main effect is the paired difference of each seed's "
         "test loss averaged over the other factor's levels [95% t-interval]; negative: the "
         "level has lower loss than the reference (all_full, no sinks)."
-        + (
-            f" The last position bin ({last}) is where a window can cut off context."
-            if last
-            else ""
-        )
-        + " A level is *favoured* at a size when its interval excludes zero (Holm over levels).",
+        + (f" The first positions ({first.removeprefix('positions ')}) are where a query has "
+           "the fewest keys to attend "
+           "to, and a sink the most to offer." if first else "")
+        + (f" The last ones ({last}) are where a window cuts off the most context." if last
+           else "")
+        + " *Favoured* (over all positions, which is what the judgement counts): the level "
+        "whose interval excludes zero (Holm over levels).",
         "",
-    ]
+    ]  # fmt: skip
     table = []
     favoured = {(r["factor"], r["size"]): r for r in rows if r["factor"] in CONTEXT_FACTORS}
     for size, runs in context.groupby("size", sort=False):
-        row: dict[str, str] = {
-            "size": str(size), "training FLOPs": f"{runs['train_flops'].mean():.3g}",
-        }  # fmt: skip
         for factor in CONTEXT_FACTORS:
             reference = ladder.CONTEXT_REFERENCE[factor]
-            for level in sorted(set(runs[factor].astype(str)) - {reference}):
-                name = f"{factor}: {level} − {reference}"
-                row[name] = _effect_text(effects, size, factor, level, "loss")
-                if bins:
-                    row[f"{name}, {last}"] = _effect_text(effects, size, factor, level, bins[-1])
             verdict = favoured.get((factor, size))
-            if verdict is not None:
-                row[f"{factor} favoured"] = (
-                    verdict["favoured"] if verdict["category"] == "favoured" else "no level"
-                )
-        kv = runs.groupby("window")["kv_cache_bytes_at_context"].mean()
-        row["KV-cache bytes"] = " / ".join(f"{w} {si(v)}" for w, v in kv.items())
-        table.append(row)
-    lines += [markdown_table(pd.DataFrame(table)), ""]
+            for level in sorted(set(runs[factor].astype(str)) - {reference}):
+                row = {
+                    "size": str(size), "training FLOPs": f"{runs['train_flops'].mean():.3g}",
+                    "effect": f"{factor}: {level} − {reference}",
+                    **{labels[c]: _effect_text(effects, size, factor, level, c) for c in columns},
+                    "favoured": "no level" if verdict is None or verdict["category"] != "favoured"
+                    else verdict["favoured"],
+                }  # fmt: skip
+                table.append(row)
+    kv = context.groupby(["size", "window"], sort=False)["kv_cache_bytes_at_context"].mean()
+    kv_text = "; ".join(
+        f"{size}: " + ", ".join(f"{w} {si(v)}" for w, v in group.droplevel(0).items())
+        for size, group in kv.groupby(level=0, sort=False)
+    )
     lines += [
+        markdown_table(pd.DataFrame(table)),
+        "",
+        *_position_effect_lines(effects, labels),
+        f"KV-cache bytes at the context length (bf16, all layers): {kv_text}.",
+        "",
         "Per size, every arm's loss by position and its difference from all_full / none: "
         "[Long context by size](report.md#long-context-by-size).",
         "",
@@ -332,8 +368,9 @@ def _context_size_lines(
         return []
     lines += [
         f"Losses are test loss over seeds (mean [95% t-interval] with ≥{MIN_SEEDS_FOR_CI} seeds); "
-        "bins are equal-width position ranges [lo, hi). KV-cache bytes: bf16, all layers, at "
-        "the context length.",
+        "bins are equal-width position ranges [lo, hi), and the first positions the first "
+        f"1/{ladder.POSITION_BUCKETS} of the context (from per-position artifacts, where "
+        "logged). KV-cache bytes: bf16, all layers, at the context length.",
         "",
     ]
     all_arms, all_diffs = [], []
@@ -345,7 +382,12 @@ def _context_size_lines(
         arms, diffs = ladder.context_tables(context)
         all_arms.append(arms.assign(size=spec["size"]))
         all_diffs.append(diffs.assign(size=spec["size"]))
-        bins = ["loss", *ladder.bin_columns(context)]
+        bins = ladder.loss_columns(context)
+        length = float(context["context_len"].max())
+
+        def label(column: str, length: float = length) -> str:
+            return _bin_label(column, length)
+
         lines += [
             f"### {spec['size']}",
             "",
@@ -353,7 +395,7 @@ def _context_size_lines(
             "",
             markdown_table(
                 arms.assign(kv_cache_bytes_at_context=arms["kv_cache_bytes_at_context"].map(si))
-                .rename(columns=_bin_label)
+                .rename(columns=label)
                 .rename(columns={"kv_cache_bytes_at_context": "KV-cache bytes at context"})
             ),
             "",
@@ -368,7 +410,7 @@ def _context_size_lines(
             lines += [
                 f"Difference from all_full / none [95% t-interval; {how}]:",
                 "",
-                markdown_table(shown.rename(columns=_bin_label).reset_index()),
+                markdown_table(shown.rename(columns=label).reset_index()),
                 "",
             ]
         curves = plots_ladder.position_curves(context, uri)

@@ -5,22 +5,18 @@ loss by token position."""
 from __future__ import annotations
 
 import math
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
-from mlflow import MlflowClient
 
 from gpt5_ablate.analysis.compute import SizeMultipliers
+from gpt5_ablate.analysis.ladder import POSITION_BUCKETS, position_tables
 from gpt5_ablate.analysis.plots import arm_colors, save_figure
 
 TEST_LOSS_LABEL = "Test loss (nats/token)"
-POSITION_FILE = "eval/loss_by_position.csv"
-#: Positions are averaged in this many equal buckets so the curve reads through the noise.
-POSITION_BUCKETS = 32
 
 
 def plot_loss_vs_compute(
@@ -102,19 +98,10 @@ def plot_multiplier_vs_compute(multipliers: SizeMultipliers, out_dir: Path) -> l
 def position_curves(context: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:
     """``arm, position, loss`` from each run's ``eval/loss_by_position.csv`` (mean over seeds),
     or an empty frame when any run lacks the artifact."""
-    client = MlflowClient(tracking_uri=tracking_uri)
-    frames = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for row in context.itertuples():
-            try:
-                path = client.download_artifacts(str(row.run_id), POSITION_FILE, tmp)
-            except Exception:  # MLflow raises several types for a missing artifact
-                return pd.DataFrame(columns=["arm", "position", "loss"])
-            table = pd.read_csv(path)
-            frames.append(table.assign(arm=row.arm, run_id=row.run_id))
-    if not frames:
+    table = position_tables(context, tracking_uri)
+    if table.empty:
         return pd.DataFrame(columns=["arm", "position", "loss"])
-    table = pd.concat(frames, ignore_index=True)
+    table = table.merge(context[["run_id", "arm"]], on="run_id")
     width = max(1, math.ceil((table["position"].max() + 1) / POSITION_BUCKETS))
     table["position"] = table["position"] // width * width + width / 2
     table["weighted"] = table["loss"] * table["tokens"]
