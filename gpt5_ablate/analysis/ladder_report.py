@@ -355,6 +355,15 @@ def _context_summary_lines(
         "[Long context by size](report.md#long-context-by-size).",
         "",
     ]
+    largest = specs[-1]["size"]  # specs run in the ladder's order, smallest first
+    if (out / "figures" / f"loss_by_position_{largest}.png").is_file():
+        lines += [
+            f"![Loss by position, {largest}](figures/loss_by_position_{largest}.png)",
+            "",
+            f"*{largest}, the largest size: test loss by token position per arm (mean over "
+            "seeds), and each arm's difference from all_full / none.*",
+            "",
+        ]
     return lines
 
 
@@ -636,15 +645,16 @@ def write_ladder_report(
         *_anchor_lines(mult, sizes),
         *_figure_lines(data, mult, folder / "figures"),
     ]
+    by_size: list[str] = []
     if specs:
+        uri = str(tracking_uri or summary["tracking_uri"])
+        by_size = _context_size_lines(data, specs, uri, folder, csvs)  # writes the figures
         lines += _context_summary_lines(data, specs, rows, folder, csvs)
     replicated = replicated_lines(rows) or ["No factor was compared at any size."]
     lines += ["## Replicated?", "", *replicated, ""]
     window = specs[0].get("window") if specs else None
     lines += _judgement_lines(data, rows, sizes, window)
-    if specs:
-        uri = str(tracking_uri or summary["tracking_uri"])
-        lines += _context_size_lines(data, specs, uri, folder, csvs)
+    lines += by_size
     lines += ["Tables: " + ", ".join(f"[{p.name}]({p.name})" for p in csvs), ""]
     path = folder / "report.md"
     path.write_text("\n".join(lines))

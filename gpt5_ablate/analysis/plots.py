@@ -41,7 +41,10 @@ def save_figure(fig: Figure, out_dir: str | Path, stem: str) -> list[Path]:
     paths = []
     for fmt in FORMATS:
         path = out / f"{stem}.{fmt}"
-        fig.savefig(path, format=fmt, dpi=120, bbox_inches="tight")
+        # No date and fixed element ids: a regenerated report's figures are byte-identical.
+        metadata = {"Date": None} if fmt == "svg" else None
+        with mpl.rc_context({"svg.hashsalt": stem}):
+            fig.savefig(path, format=fmt, dpi=120, bbox_inches="tight", metadata=metadata)
         paths.append(path)
     return paths
 
