@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +45,14 @@ ALPHA = 0.05
 class LadderData:
     """The runs the ladder reports: ``report`` (one row per compare run, with ``size``) and
     ``context`` (the context sweeps' runs with their ``size``, or None); ``loss`` is test loss
-    where logged."""
+    where logged. ``positions``: the context runs' per-position test loss
+    (:func:`position_tables`; empty when not logged), read once for the columns and figures."""
 
     report: pd.DataFrame
     context: pd.DataFrame | None
     sizes: list[dict[str, Any]]
     notes: list[str]
+    positions: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,8 +178,10 @@ def load_ladder(summary: Mapping[str, Any], tracking_uri: str | None = None) -> 
     context = pd.concat(context_parts, ignore_index=True) if context_parts else None
     if context is not None and context.empty:
         context = None
+    positions = pd.DataFrame()
     if context is not None:
-        context = add_first_positions(context, position_tables(context, uri))
+        positions = position_tables(context, uri)
+        context = add_first_positions(context, positions)
     select_seed = (summary.get("protocol") or {}).get("select_seed")
     if select_seed is not None and (report["seed"] == select_seed).any():
         notes.append(f"**The selection seed {select_seed} is also a report seed.**")
@@ -188,7 +192,7 @@ def load_ladder(summary: Mapping[str, Any], tracking_uri: str | None = None) -> 
                 f"**{n} {what} run(s) logged no test split: their reported loss is VALIDATION "
                 "loss, the split their rates were selected on.**"
             )
-    return LadderData(report, context, sizes, notes)
+    return LadderData(report, context, sizes, notes, positions)
 
 
 # --------------------------------------------------------------------------------------------

@@ -368,7 +368,7 @@ def _context_summary_lines(
 
 
 def _context_size_lines(
-    data: LadderData, specs: Sequence[Mapping[str, Any]], uri: str, out: Path, csvs: list[Path]
+    data: LadderData, specs: Sequence[Mapping[str, Any]], out: Path, csvs: list[Path]
 ) -> list[str]:
     """Per context sweep: each arm's test loss overall and by position bin, its difference from
     all_full / none, the KV-cache bytes, and the loss-by-position figure."""
@@ -422,7 +422,7 @@ def _context_size_lines(
                 markdown_table(shown.rename(columns=label).reset_index()),
                 "",
             ]
-        curves = plots_ladder.position_curves(context, uri)
+        curves = plots_ladder.position_curves(context, data.positions)
         source = "per-position artifacts"
         if curves.empty:
             curves = plots_ladder.bin_curves(context, ladder.bin_columns(context))
@@ -647,8 +647,7 @@ def write_ladder_report(
     ]
     by_size: list[str] = []
     if specs:
-        uri = str(tracking_uri or summary["tracking_uri"])
-        by_size = _context_size_lines(data, specs, uri, folder, csvs)  # writes the figures
+        by_size = _context_size_lines(data, specs, folder, csvs)  # writes the figures
         lines += _context_summary_lines(data, specs, rows, folder, csvs)
     replicated = replicated_lines(rows) or ["No factor was compared at any size."]
     lines += ["## Replicated?", "", *replicated, ""]

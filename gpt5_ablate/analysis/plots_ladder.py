@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from gpt5_ablate.analysis.compute import SizeMultipliers
-from gpt5_ablate.analysis.ladder import POSITION_BUCKETS, position_tables
+from gpt5_ablate.analysis.ladder import POSITION_BUCKETS
 from gpt5_ablate.analysis.plots import arm_colors, save_figure
 
 TEST_LOSS_LABEL = "Test loss (nats/token)"
@@ -95,13 +95,13 @@ def plot_multiplier_vs_compute(multipliers: SizeMultipliers, out_dir: Path) -> l
     return save_figure(fig, out_dir, "multiplier_vs_compute")
 
 
-def position_curves(context: pd.DataFrame, tracking_uri: str) -> pd.DataFrame:
-    """``arm, position, loss`` from each run's ``eval/loss_by_position.csv`` (mean over seeds),
-    or an empty frame when any run lacks the artifact."""
-    table = position_tables(context, tracking_uri)
-    if table.empty:
+def position_curves(context: pd.DataFrame, positions: pd.DataFrame) -> pd.DataFrame:
+    """``arm, position, loss`` (mean over seeds) of ``context``'s runs, from their per-position
+    test loss (``positions``, :func:`~gpt5_ablate.analysis.ladder.position_tables`), or an
+    empty frame when they were not logged."""
+    table = positions.merge(context[["run_id", "arm"]], on="run_id") if len(positions) else None
+    if table is None or table.empty:
         return pd.DataFrame(columns=["arm", "position", "loss"])
-    table = table.merge(context[["run_id", "arm"]], on="run_id")
     width = max(1, math.ceil((table["position"].max() + 1) / POSITION_BUCKETS))
     table["position"] = table["position"] // width * width + width / 2
     table["weighted"] = table["loss"] * table["tokens"]
