@@ -112,6 +112,13 @@ class ProtocolArgs:
             "protocol's (~20 is compute-optimal)"
         },
     )
+    reference_ladder: str | None = field(
+        default=None,
+        metadata={
+            "help": "ladders: the out dir of a run of this ladder at another tokens_per_param; "
+            "the report adds how many more tokens AdamW needs at each size both ran"
+        },
+    )
 
 
 def _round(rate: float) -> float:
@@ -325,10 +332,12 @@ def select_rate(
 
 def run_protocol(args: ProtocolArgs) -> int:
     protocol = apply_scale(load_protocol(args.name), args)
+    stages = {s.strip() for s in args.stages.split(",")}
+    if args.reference_ladder is not None and stages != {"report"}:
+        check_reference_ladder(protocol, args.reference_ladder)
     out = Path(args.out or f"reports/{protocol.name}")
     out.mkdir(parents=True, exist_ok=True)
     runner = Runner(protocol, args, out)
-    stages = {s.strip() for s in args.stages.split(",")}
     if stages == {"report"}:  # regenerate the stage reports of a finished protocol
         return rerun_reports(runner)
     if not args.dry_run:
@@ -390,6 +399,7 @@ def run_ladder(runner: Runner, stages: set[str]) -> int:
         "experiment": runner.protocol.experiment,
         "tracking_uri": runner.args.tracking_uri,
         **ladder,
+        **_reference(runner.args.reference_ladder or previous.get("reference_ladder")),
         "stages": [*previous.get("stages", []), *runner.log],
         "calls": call,
         "wall_s": round(previous.get("wall_s", 0.0) + time.perf_counter() - started, 1),
@@ -402,6 +412,23 @@ def run_ladder(runner: Runner, stages: set[str]) -> int:
         ladder_reports(runner, summary)
     print(f"Wrote {path} ({summary['wall_s'] / 60:.1f} min).")
     return 0
+
+
+def check_reference_ladder(protocol: ProtocolConfig, reference: str) -> None:
+    """``reference_ladder=`` names the same ladder at another budget; refused before any run."""
+    from gpt5_ablate.analysis.ladder_budget import check_reference, read_reference
+
+    if not protocol.sizes:
+        raise ConfigError(
+            f"reference_ladder={reference}: protocol {protocol.name} is not a ladder (its file "
+            "lists no sizes); only a ladder's report compares budgets."
+        )
+    this = {"protocol": asdict(protocol), "sizes": [{"name": s.name} for s in protocol.sizes]}
+    check_reference(this, read_reference(reference), reference)
+
+
+def _reference(reference: str | None) -> dict[str, str]:
+    return {"reference_ladder": reference} if reference else {}
 
 
 def _previous_summary(runner: Runner) -> dict[str, Any]:
@@ -439,8 +466,21 @@ def rerun_reports(runner: Runner) -> int:
         raise InputError(f"stages=report needs {path} from a finished run of the protocol.")
     summary = json.loads(path.read_text())
     if summary.get("sizes"):
+        if runner.args.reference_ladder and not runner.args.dry_run:
+            from gpt5_ablate.analysis.ladder_budget import check_reference, read_reference
+
+            where = runner.args.reference_ladder
+            check_reference(summary, read_reference(where), where)
+            # Recorded, so that a later stages=report compares the same budgets.
+            summary["reference_ladder"] = where
+            path.write_text(json.dumps(summary, indent=2))
         ladder_reports(runner, summary)
         return 0
+    if runner.args.reference_ladder:
+        raise InputError(
+            f"reference_ladder={runner.args.reference_ladder}: {path} is not a ladder run; only "
+            "a ladder's report compares budgets."
+        )
     for stage, sweep_id in summary["sweeps"].items():
         runner.report(stage, sweep_id)
     return 0

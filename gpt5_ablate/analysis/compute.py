@@ -164,6 +164,8 @@ class SizeMultipliers:
     no_trend: str | None  # why no trend was fitted (None: one was)
     #: Bootstrap draws of (intercept, slope) of the log-multiplier line, for bands.
     trend_draws: np.ndarray = field(default_factory=lambda: np.empty((0, 2)))
+    #: Bootstrap draws of every size's log10 multiplier (draws x sizes), for contrasts.
+    log_multiplier_draws: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
 
 
 def _percentiles(values: np.ndarray, n_resamples: int) -> tuple[float, float]:
@@ -302,6 +304,7 @@ def size_multipliers(
         diff_extrapolated=diff_extrapolated,
         no_trend=no_trend,
         trend_draws=trend[np.isfinite(trend).all(axis=1)][:, ::-1] if fitted else np.empty((0, 2)),
+        log_multiplier_draws=log_m,
     )
 
 

@@ -39,6 +39,8 @@ POSITION_FILE = "eval/loss_by_position.csv"
 #: Positions are averaged in this many equal buckets (figures; the first-positions column).
 POSITION_BUCKETS = 32
 ALPHA = 0.05
+#: Compute-optimal tokens per parameter (Hoffmann et al. 2022, arXiv:2203.15556).
+CHINCHILLA_TOKENS_PER_PARAM = 20.0
 
 
 @dataclass

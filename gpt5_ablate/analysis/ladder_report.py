@@ -16,11 +16,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gpt5_ablate.analysis import ladder, plots_ladder
+from gpt5_ablate.analysis import ladder, ladder_budget, plots_ladder
 from gpt5_ablate.analysis.compute import SizeMultipliers, saturating_fit
 from gpt5_ablate.analysis.evidence import MIN_COMPUTE_SPAN, MIN_SIZES, load_evidence
 from gpt5_ablate.analysis.judgement import JudgementSettings, MeasuredSize, judgement, rule_text
-from gpt5_ablate.analysis.ladder import ADAMW, BIN_PREFIX, CONTEXT_FACTORS, MUON, LadderData
+from gpt5_ablate.analysis.ladder import (
+    ADAMW,
+    BIN_PREFIX,
+    CHINCHILLA_TOKENS_PER_PARAM,
+    CONTEXT_FACTORS,
+    MUON,
+    LadderData,
+)
 from gpt5_ablate.analysis.sections import markdown_table
 from gpt5_ablate.analysis.stats import MIN_SEEDS_FOR_CI
 from gpt5_ablate.analysis.text import si
@@ -30,9 +37,7 @@ from gpt5_ablate.ladder import context_sets
 WEN_ANCHORS = ((130e6, 1.4), (1.2e9, 1.1))
 #: Moonlight (arXiv:2502.16982): compute efficiency from its scaling-law fits.
 MOONLIGHT_MULTIPLIER = 2.0
-#: Compute-optimal tokens per parameter (Hoffmann et al. 2022, arXiv:2203.15556, ~20), and the
-#: range of multiples of it Wen et al. 2025 train at (1-8x).
-CHINCHILLA_TOKENS_PER_PARAM = 20.0
+#: The range of multiples of the compute-optimal ratio Wen et al. 2025 train at (1-8x).
 WEN_DATA_RATIOS = (1, 8)
 
 
@@ -643,8 +648,13 @@ def write_ladder_report(
         saturating_note(data, mult),
         "",
         *_anchor_lines(mult, sizes),
-        *_figure_lines(data, mult, folder / "figures"),
     ]
+    if summary.get("reference_ladder"):
+        budget, frame = ladder_budget.reference_section(summary, data, folder, n_resamples)
+        frame.to_csv(folder / "budget.csv", index=False)
+        csvs.append(folder / "budget.csv")
+        lines += budget
+    lines += _figure_lines(data, mult, folder / "figures")
     by_size: list[str] = []
     if specs:
         by_size = _context_size_lines(data, specs, folder, csvs)  # writes the figures
