@@ -12,6 +12,7 @@ hand.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -23,6 +24,9 @@ END = "<!-- results:end -->"
 LADDER = ROOT / "docs" / "results" / "cpu_ladder"
 LADDER_BEGIN = "<!-- ladder:begin (written by `python experiments/update_readme.py` from docs/results/cpu_ladder) -->"
 LADDER_END = "<!-- ladder:end -->"
+BUDGET = ROOT / "docs" / "results" / "cpu_ladder_3tpp"
+BUDGET_BEGIN = "<!-- budget:begin (written by `python experiments/update_readme.py` from docs/results/cpu_ladder_3tpp) -->"
+BUDGET_END = "<!-- budget:end -->"
 #: The ladder report's sections the README shows, in order (the rest stays in the report).
 LADDER_SECTIONS = (
     "Sizes",
@@ -69,6 +73,10 @@ def results_text() -> str:
 def _calls_text() -> str:
     """How a protocol run resumed in several calls split its work (from its protocol.json)."""
     summary = json.loads((LADDER / "protocol.json").read_text())
+    return _calls(summary)
+
+
+def _calls(summary: dict) -> str:
     calls = int(summary.get("calls", 1))
     if calls < 2:
         return ""
@@ -101,6 +109,34 @@ def ladder_text() -> str:
     return "\n".join(parts)
 
 
+def budget_text() -> str:
+    """The budget comparison: cpu_ladder's two smallest sizes again at 10x the tokens."""
+    summary = json.loads((BUDGET / "protocol.json").read_text())
+    report_path = BUDGET / "ladder" / "report.md"
+    link = report_path.relative_to(ROOT)
+    sizes = ",".join(s["name"] for s in summary["sizes"])
+    budget = next(
+        o.split("=", 1)[1]
+        for o in reversed(summary["protocol"]["run_overrides"])
+        if o.startswith("trainer.tokens_per_param=")
+    )
+    body = section(report_path.read_text(), "Budget")
+    return "\n".join([
+        f"Measured with `python -m gpt5_ablate.protocol name=cpu_ladder sizes={sizes} "
+        f"tokens_per_param={budget} reference_ladder={summary['reference_ladder']} "
+        f"tracking_uri={summary['tracking_uri']} out={BUDGET.relative_to(ROOT)}` in "
+        f"{summary['wall_s'] / 60:.1f} min on the same machine, with every rate selected again "
+        f"at the new budget ([full report]({link})).{_calls(summary)}",
+        "",
+        re.sub(r"\]\(([^)#:]+)\)", lambda m: f"]({_joined(link.parent, m.group(1))})", body),
+    ])  # fmt: skip
+
+
+def _joined(folder: Path, link: str) -> str:
+    """``link`` (relative to ``folder``) relative to the repository root, without ``..``."""
+    return os.path.normpath(folder / link)
+
+
 def replace_between(text: str, begin: str, end: str, body: str) -> str:
     start, stop = text.index(begin) + len(begin), text.index(end)
     return f"{text[:start]}\n{body}\n{text[stop:]}"
@@ -111,6 +147,7 @@ def main(argv: list[str]) -> int:
     text = readme.read_text()
     updated = replace_between(text, BEGIN, END, results_text())
     updated = replace_between(updated, LADDER_BEGIN, LADDER_END, ladder_text())
+    updated = replace_between(updated, BUDGET_BEGIN, BUDGET_END, budget_text())
     if "--check" in argv:
         return 0 if updated == text else 1
     readme.write_text(updated)

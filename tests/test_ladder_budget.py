@@ -18,9 +18,11 @@ from gpt5_ablate.analysis.ladder_budget import (
     budget_comparisons,
     budget_lines,
     budget_of,
+    budget_runs,
     check_reference,
     read_reference,
 )
+from gpt5_ablate.analysis.plots_ladder import plot_loss_vs_budget
 from gpt5_ablate.errors import ConfigError, InputError
 from gpt5_ablate.ladder import merge_overrides
 from gpt5_ablate.protocol import ProtocolArgs, load_protocol, run_protocol
@@ -75,6 +77,13 @@ def test_the_planted_data_multiplier_and_its_shrinking_are_recovered() -> None:
     assert "The longest budget here is 3 tokens per parameter, 0.15× the compute-optimal" in text
     # At 3 tokens/param AdamW needs 4.5 tokens/param: past its longest budget, and said so.
     assert text.count("extends adamw's line past its budgets") == 2
+
+
+def test_the_budget_figure_is_written(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    paths = plot_loss_vs_budget(budget_runs([ladder_at(0.3, rng), ladder_at(3.0, rng)]), tmp_path)
+    assert [p.name for p in paths] == ["loss_vs_budget.png", "loss_vs_budget.svg"]
+    assert all(p.stat().st_size > 1000 for p in paths)
 
 
 def test_an_unchanged_multiplier_is_not_called_a_change() -> None:

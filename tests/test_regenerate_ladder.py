@@ -1,4 +1,5 @@
-"""The committed cpu_ladder report regenerates, word for word, from the committed MLflow store."""
+"""The committed ladder reports regenerate, word for word, from the committed MLflow stores:
+cpu_ladder, and cpu_ladder_3tpp (its two smallest sizes at 10x the budget, compared with it)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,27 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "docs" / "results" / "cpu_ladder"
 
 
 @pytest.mark.slow
-def test_committed_ladder_report_regenerates(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["cpu_ladder", "cpu_ladder_3tpp"])
+def test_committed_ladder_report_regenerates(tmp_path: Path, name: str) -> None:
     from gpt5_ablate.analysis.ladder import write_ladder_report
 
-    summary = json.loads((RESULTS / "protocol.json").read_text())
+    results = ROOT / "docs" / "results" / name
+    summary = json.loads((results / "protocol.json").read_text())
     cwd = Path.cwd()
-    os.chdir(ROOT)  # the store names its artifacts relative to the repository root
+    os.chdir(ROOT)  # the stores name their artifacts relative to the repository root
     try:
-        path = write_ladder_report(summary, tmp_path, "sqlite:///docs/results/cpu_ladder/mlflow.db")
+        path = write_ladder_report(summary, tmp_path, f"sqlite:///docs/results/{name}/mlflow.db")
     finally:
         os.chdir(cwd)
-    committed = (RESULTS / "ladder" / "report.md").read_text()
-    assert path.read_text() == committed
+    text = path.read_text()
+    if summary.get("reference_ladder"):
+        # The report links the reference ladder relative to where it is written.
+        report = ROOT / summary["reference_ladder"] / "ladder" / "report.md"
+        text = text.replace(
+            f"]({os.path.relpath(report.resolve(), path.parent.resolve())})",
+            f"]({os.path.relpath(report, results / 'ladder')})",
+        )
+    assert text == (results / "ladder" / "report.md").read_text()

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gpt5_ablate.analysis import ladder
+from gpt5_ablate.analysis import ladder, plots_ladder
 from gpt5_ablate.analysis.compute import SizeMultipliers, size_multipliers
 from gpt5_ablate.analysis.ladder import ADAMW, CHINCHILLA_TOKENS_PER_PARAM, MUON, LadderData
 from gpt5_ablate.analysis.sections import markdown_table
@@ -221,7 +221,17 @@ def reference_section(
         f"[the same ladder at {budget_of(reference.get('protocol', {}))} tokens per parameter]"
         f"({link}) (`reference_ladder={where}`)"
     )
-    return budget_lines(ratios, comparisons, compute, text), budget_frame(comparisons)
+    lines = budget_lines(ratios, comparisons, compute, text)
+    if comparisons:
+        plots_ladder.plot_loss_vs_budget(budget_runs([other, this]), folder / "figures")
+        lines += [
+            "![Loss vs budget](figures/loss_vs_budget.png)",
+            "",
+            "*Test loss against tokens per parameter at each size run at both budgets; points "
+            "are report seeds, lines join each optimizer's means.*",
+            "",
+        ]
+    return lines, budget_frame(comparisons)
 
 
 def _estimate(value: float, low: float, high: float) -> str:

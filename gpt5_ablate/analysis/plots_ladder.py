@@ -1,6 +1,7 @@
 """The scale ladder's figures (PNG and SVG): loss vs compute per optimizer with the fitted
-lines, the compute multiplier vs compute with its extrapolation band, and each context sweep's
-loss by token position."""
+lines, the compute multiplier vs compute with its extrapolation band, loss vs budget at a fixed
+size (a ladder compared with itself at another budget), and each context sweep's loss by token
+position."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from gpt5_ablate.analysis.compute import SizeMultipliers
 from gpt5_ablate.analysis.ladder import POSITION_BUCKETS
@@ -93,6 +94,40 @@ def plot_multiplier_vs_compute(multipliers: SizeMultipliers, out_dir: Path) -> l
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
     return save_figure(fig, out_dir, "multiplier_vs_compute")
+
+
+def plot_loss_vs_budget(runs: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """One panel per size run at several budgets: seeds as points and each optimizer's mean
+    per budget joined, on a log tokens-per-parameter axis (AdamW's joined means are the line
+    the data multiplier is read from)."""
+    sizes = [s for s, g in runs.groupby("size", sort=False) if g["tokens_per_param"].nunique() > 1]
+    fig = Figure(figsize=(3.4 * max(len(sizes), 1) + 0.6, 4.0))
+    optimizers = sorted(runs["optimizer"].dropna().unique())
+    colors = arm_colors(optimizers)
+    for i, size in enumerate(sizes):
+        ax = fig.add_subplot(1, len(sizes), i + 1)
+        in_size = runs[runs["size"] == size]
+        for optimizer in optimizers:
+            arm = in_size[in_size["optimizer"] == optimizer]
+            means = arm.groupby("tokens_per_param")["loss"].mean()
+            ax.scatter(arm["tokens_per_param"], arm["loss"], s=16, alpha=0.6,
+                       color=colors[optimizer])  # fmt: skip
+            ax.plot(means.index, means.to_numpy(), "-o", color=colors[optimizer], ms=3,
+                    label=optimizer)  # fmt: skip
+        ax.set_xscale("log")
+        # Ticks at the budgets run, written plainly (0.3, 3), not as powers of ten.
+        budgets = sorted(in_size["tokens_per_param"].unique())
+        ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_title(str(size), fontsize="medium")
+        ax.set_xlabel("Tokens per non-embedding parameter")
+        if i == 0:
+            ax.set_ylabel(TEST_LOSS_LABEL)
+            ax.legend(fontsize="small")
+        ax.grid(alpha=0.3, which="both")
+    fig.suptitle("Loss vs budget at a fixed size, each optimizer at its own tuned rates")
+    fig.tight_layout()
+    return save_figure(fig, out_dir, "loss_vs_budget")
 
 
 def position_curves(context: pd.DataFrame, positions: pd.DataFrame) -> pd.DataFrame:
