@@ -115,8 +115,8 @@ class ProtocolArgs:
     reference_ladder: str | None = field(
         default=None,
         metadata={
-            "help": "ladders: the out dir of a run of this ladder at another tokens_per_param; "
-            "the report adds how many more tokens AdamW needs at each size both ran"
+            "help": "ladders: out dirs (comma-separated) of runs of this ladder at other "
+            "tokens_per_param; the report adds how many more tokens AdamW needs at each shared size"
         },
     )
 
@@ -416,7 +416,7 @@ def run_ladder(runner: Runner, stages: set[str]) -> int:
 
 def check_reference_ladder(protocol: ProtocolConfig, reference: str) -> None:
     """``reference_ladder=`` names the same ladder at another budget; refused before any run."""
-    from gpt5_ablate.analysis.ladder_budget import check_reference, read_reference
+    from gpt5_ablate.analysis.ladder_budget import check_references
 
     if not protocol.sizes:
         raise ConfigError(
@@ -424,7 +424,7 @@ def check_reference_ladder(protocol: ProtocolConfig, reference: str) -> None:
             "lists no sizes); only a ladder's report compares budgets."
         )
     this = {"protocol": asdict(protocol), "sizes": [{"name": s.name} for s in protocol.sizes]}
-    check_reference(this, read_reference(reference), reference)
+    check_references(this, reference)
 
 
 def _reference(reference: str | None) -> dict[str, str]:
@@ -467,10 +467,10 @@ def rerun_reports(runner: Runner) -> int:
     summary = json.loads(path.read_text())
     if summary.get("sizes"):
         if runner.args.reference_ladder and not runner.args.dry_run:
-            from gpt5_ablate.analysis.ladder_budget import check_reference, read_reference
+            from gpt5_ablate.analysis.ladder_budget import check_references
 
             where = runner.args.reference_ladder
-            check_reference(summary, read_reference(where), where)
+            check_references(summary, where)
             # Recorded, so that a later stages=report compares the same budgets.
             summary["reference_ladder"] = where
             path.write_text(json.dumps(summary, indent=2))

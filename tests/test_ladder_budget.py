@@ -20,6 +20,8 @@ from gpt5_ablate.analysis.ladder_budget import (
     budget_of,
     budget_runs,
     check_reference,
+    check_references,
+    log_multipliers,
     read_reference,
 )
 from gpt5_ablate.analysis.plots_ladder import plot_loss_vs_budget
@@ -66,17 +68,43 @@ def test_the_planted_data_multiplier_and_its_shrinking_are_recovered() -> None:
     assert [c.size for c in comparisons] == ["s1", "s2"]
     for c in comparisons:
         assert c.tokens_per_param == [0.3, 3.0]
-        for ratio, estimate in zip(c.tokens_per_param, c.mult.multipliers, strict=True):
+        for ratio, estimate in zip(c.tokens_per_param, c.multipliers, strict=True):
             assert estimate.low < planted(ratio) < estimate.high
             assert estimate.value == pytest.approx(planted(ratio), rel=0.1)
-        change, low, high = c.change()
-        assert change == pytest.approx(0.75, rel=0.1) and low < 0.75 < high < 1.0
+        assert c.beyond == [False, True] and c.trend is None
+        change = c.change
+        assert change.value == pytest.approx(0.75, rel=0.1)
+        assert change.low < 0.75 < change.high < 1.0
     text = "\n".join(budget_lines({0.3: ladders[0], 3.0: ladders[1]}, comparisons, {}, "ref"))
     assert "s1: from 0.3 to 3 tokens per parameter (10× the data)" in text
     assert "it shrinks." in text
     assert "The longest budget here is 3 tokens per parameter, 0.15× the compute-optimal" in text
     # At 3 tokens/param AdamW needs 4.5 tokens/param: past its longest budget, and said so.
     assert text.count("extends adamw's line past its budgets") == 2
+
+
+def test_three_budgets_give_the_trend_per_decade_of_data() -> None:
+    rng = np.random.default_rng(8)
+    ladders = [ladder_at(ratio, rng) for ratio in (0.3, 3.0, 20.0)]
+    (s1, _) = budget_comparisons(ladders, n_resamples=400)
+    assert s1.tokens_per_param == [0.3, 3.0, 20.0]
+    assert s1.trend is not None and s1.trend.low < math.log10(0.75) < s1.trend.high < 0
+    assert s1.multipliers[2].value == pytest.approx(planted(20.0), rel=0.1)
+    text = "\n".join(
+        budget_lines(dict(zip((0.3, 3.0, 20.0), ladders, strict=True)), [s1], {}, "ref")
+    )
+    assert "fitted over its 3 budgets, -0.1" in text
+
+
+def test_the_multiplier_is_read_between_adamws_budgets_not_off_one_line() -> None:
+    x = np.array([0.0, 1.0, 2.0])  # log10 tokens per parameter
+    adamw = np.array([5.0, 4.0, 3.5])  # a curve: -1 per decade, then -0.5
+    muon = np.array([4.5, 3.75, 3.4])
+    # 4.5 lies on the first segment (0.5 decades on), 3.75 on the second (0.5 on), 3.4 past
+    # the last budget, on the second segment extended (2.2, i.e. 0.2 decades on).
+    assert log_multipliers(x, adamw, muon) == pytest.approx([0.5, 0.5, 0.2])
+    # An AdamW loss that does not fall with the budget gives no multiplier.
+    assert np.isnan(log_multipliers(x, np.array([5.0, 4.0, 4.2]), muon)).all()
 
 
 def test_the_budget_figure_is_written(tmp_path: Path) -> None:
@@ -169,3 +197,15 @@ def test_a_bad_reference_ladder_is_refused_before_anything_runs(
     with pytest.raises(error, match=message):
         run_protocol(args)
     assert not (tmp_path / "out").exists()
+
+
+def test_several_references_each_need_a_budget_of_their_own(tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder, budget in ((first, "0.3"), (second, "20")):
+        folder.mkdir()
+        (folder / "protocol.json").write_text(json.dumps(summary(budget)))
+    found = check_references(summary("3"), f"{first},{second}")
+    assert [budget_of(r["protocol"]) for r in found] == [0.3, 20.0]
+    (second / "protocol.json").write_text(json.dumps(summary("0.3")))
+    with pytest.raises(InputError, match=r"b trains 0.3 tokens per parameter, a budget another"):
+        check_references(summary("3"), f"{first},{second}")

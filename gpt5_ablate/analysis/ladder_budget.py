@@ -2,13 +2,12 @@
 
 A speed-up measured at one data-to-model ratio need not hold at another: Wen et al. 2025
 (arXiv:2509.02046) compare optimizers at 1-8x the compute-optimal ratio and find rankings that
-change with it. Two runs of one ladder protocol that differ only in ``tokens_per_param`` give,
-at every size both ran, each optimizer's test loss at two budgets. At a fixed size, training
-compute is proportional to tokens, so the compute multiplier of
-:func:`~gpt5_ablate.analysis.compute.size_multipliers`, with the budgets in place of the sizes,
-is a *data* multiplier: how many times Muon's tokens AdamW needs to reach Muon's loss.
+change with it. Runs of one ladder protocol that differ only in ``tokens_per_param`` give, at
+every size they share, each optimizer's test loss at several budgets. At a fixed size, training
+compute is proportional to tokens, so the multiplier is a *data* multiplier: how many times
+Muon's tokens AdamW needs to reach Muon's loss, read off AdamW's loss between its budgets.
 
-The reference run is named by ``reference_ladder=<its out dir>`` (``python -m
+The other runs are named by ``reference_ladder=<out dir>[,<out dir>...]`` (``python -m
 gpt5_ablate.protocol``); :func:`check_reference` refuses one that differs in more than the budget.
 """
 
@@ -26,7 +25,12 @@ import numpy as np
 import pandas as pd
 
 from gpt5_ablate.analysis import ladder, plots_ladder
-from gpt5_ablate.analysis.compute import SizeMultipliers, size_multipliers
+from gpt5_ablate.analysis.compute import (
+    MIN_SIZES_FOR_TREND,
+    Estimate,
+    SizeMultipliers,
+    _pooled_sd,
+)
 from gpt5_ablate.analysis.ladder import ADAMW, CHINCHILLA_TOKENS_PER_PARAM, MUON, LadderData
 from gpt5_ablate.analysis.sections import markdown_table
 from gpt5_ablate.analysis.text import si
@@ -37,27 +41,98 @@ BUDGET_KEY = "trainer.tokens_per_param"
 
 @dataclass
 class BudgetComparison:
-    """One size at several budgets: ``mult.sizes`` are the budget labels, ascending."""
+    """One size at several budgets (ascending): the data multiplier at each, its change from
+    the shortest to the longest budget and, with 3+ budgets, its trend per decade of data."""
 
     size: str
     non_embedding_params: float
     tokens_per_param: list[float]
-    mult: SizeMultipliers
+    multipliers: list[Estimate]
+    #: Per budget: AdamW's matching budget lies outside those it ran at (its curve extended).
+    beyond: list[bool]
+    change: Estimate  # multiplier at the longest budget / at the shortest
+    trend: Estimate | None  # d log10(multiplier) / d log10(tokens); None under 3 budgets
 
-    def change(self) -> tuple[float, float, float]:
-        """The multiplier at the longest budget over that at the shortest, with its 95%
-        bootstrap interval (NaN where the draws were too few)."""
-        first, last = self.mult.multipliers[0], self.mult.multipliers[-1]
-        ratio = last.value / first.value
-        draws = self.mult.log_multiplier_draws
-        if draws.ndim != 2 or len(draws) < 20:
-            return ratio, math.nan, math.nan
-        contrast = draws[:, -1] - draws[:, 0]
-        contrast = contrast[np.isfinite(contrast)]
-        if len(contrast) < 20:
-            return ratio, math.nan, math.nan
-        low, high = np.percentile(contrast, [2.5, 97.5])
-        return ratio, float(10**low), float(10**high)
+
+def log_multipliers(x: np.ndarray, adamw: np.ndarray, muon: np.ndarray) -> np.ndarray:
+    """log10 of the data multiplier at each budget ``x`` (log10 tokens per parameter): where
+    AdamW's loss, linear in ``x`` between its measured budgets (the end segments extended),
+    reaches Muon's loss, minus ``x``. NaN where AdamW's loss does not fall with the budget."""
+    slopes = np.diff(adamw) / np.diff(x)
+    if not (slopes < 0).all():
+        return np.full(len(x), np.nan)
+    out = np.empty(len(x))
+    for i, target in enumerate(muon):
+        # The segment whose loss range holds the target; past either end, the end segment.
+        j = int(np.clip(np.searchsorted(-adamw, -target) - 1, 0, len(x) - 2))
+        out[i] = x[j] + (target - adamw[j]) / slopes[j] - x[i]
+    return out
+
+
+def _interval(value: float, draws: np.ndarray, n_resamples: int, log10: bool) -> Estimate:
+    finite = draws[np.isfinite(draws)]
+    if len(finite) < max(20, n_resamples // 2):
+        low = high = math.nan
+    else:
+        low, high = (float(v) for v in np.percentile(finite, [2.5, 97.5]))
+    if log10:
+        return Estimate(float(10**value), float(10**low), float(10**high))
+    return Estimate(float(value), low, high)
+
+
+def data_multipliers(
+    group: pd.DataFrame, size: str, n_resamples: int = 1000, seed: int = 0
+) -> BudgetComparison | None:
+    """One size's runs (columns ``optimizer, tokens_per_param, loss``) at 2+ budgets.
+
+    Intervals: the parametric seed bootstrap of
+    :func:`~gpt5_ablate.analysis.compute.size_multipliers` (every cell's mean redrawn from its
+    optimizer's pooled seed spread, itself drawn from its chi-square law), applied to all
+    budgets at once so that the change and the trend are read from the same draws."""
+    frame = group[group["optimizer"].isin([MUON, ADAMW])].dropna(subset=["loss"])
+    budgets = sorted(frame["tokens_per_param"].unique())
+    complete = [
+        b for b in budgets if frame.loc[frame["tokens_per_param"] == b, "optimizer"].nunique() == 2
+    ]
+    if len(complete) < 2:
+        return None
+    x = np.log10(np.asarray(complete, dtype=float))
+    cells = {
+        level: [frame.loc[(frame["tokens_per_param"] == b) & (frame["optimizer"] == level), "loss"]
+                .to_numpy(float) for b in complete]
+        for level in (MUON, ADAMW)
+    }  # fmt: skip
+    means = {level: np.array([v.mean() for v in values]) for level, values in cells.items()}
+    counts = {level: np.array([len(v) for v in values]) for level, values in cells.items()}
+    point = log_multipliers(x, means[ADAMW], means[MUON])
+    noise = {level: _pooled_sd(values) for level, values in cells.items()}
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_resamples if all(df for _, df in noise.values()) else 0):
+        drawn = {}
+        for level, (sd, df) in noise.items():
+            sigma = sd * math.sqrt(df / rng.chisquare(df))
+            drawn[level] = means[level] + rng.normal(0.0, sigma / np.sqrt(counts[level]))
+        draws.append(log_multipliers(x, drawn[ADAMW], drawn[MUON]))
+    samples = np.array(draws) if draws else np.full((1, len(x)), np.nan)
+    multipliers = [_interval(point[i], samples[:, i], n_resamples, True) for i in range(len(x))]
+    needed = x + point
+    beyond = [not (x[0] - 1e-9 <= v <= x[-1] + 1e-9) for v in needed]
+    change = _interval(point[-1] - point[0], samples[:, -1] - samples[:, 0], n_resamples, True)
+    trend = None
+    if len(x) >= MIN_SIZES_FOR_TREND and np.isfinite(point).all():
+        slopes = np.array([np.polyfit(x, row, 1)[0] if np.isfinite(row).all() else np.nan
+                           for row in samples])  # fmt: skip
+        trend = _interval(float(np.polyfit(x, point, 1)[0]), slopes, n_resamples, False)
+    return BudgetComparison(
+        size=size,
+        non_embedding_params=float(frame["n_params_non_embedding"].mean()),
+        tokens_per_param=[float(b) for b in complete],
+        multipliers=multipliers,
+        beyond=beyond,
+        change=change,
+        trend=trend,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,46 +224,25 @@ def budget_comparisons(
     ladders: Sequence[LadderData], n_resamples: int = 1000, seed: int = 0
 ) -> list[BudgetComparison]:
     """Per size measured at two or more budgets: the data multiplier of AdamW against Muon
-    at each budget (Muon's mean loss located on AdamW's line in log tokens at that size)."""
+    at each budget (:func:`data_multipliers`)."""
     runs = budget_runs(ladders)
     comparisons = []
     for size, group in runs.groupby("size", sort=False):
-        if group["budget"].nunique() < 2:
-            continue
-        mult = size_multipliers(
-            group, "optimizer", MUON, ADAMW, size="budget", n_resamples=n_resamples, seed=seed
-        )
-        if mult is None:
-            continue
-        by_label = group.groupby("budget")["tokens_per_param"].first()
-        comparisons.append(
-            BudgetComparison(
-                size=str(size),
-                non_embedding_params=float(group["n_params_non_embedding"].mean()),
-                tokens_per_param=[float(by_label[label]) for label in mult.sizes],
-                mult=mult,
-            )
-        )
+        if group["tokens_per_param"].nunique() >= 2:
+            found = data_multipliers(group, str(size), n_resamples, seed)
+            comparisons += [found] if found is not None else []
     return comparisons
-
-
-def beyond_measured(comparison: BudgetComparison, index: int) -> bool:
-    """Whether AdamW's matching budget at ``index`` lies outside the budgets it was run at
-    (the multiplier then extends AdamW's line instead of interpolating it)."""
-    needed = comparison.tokens_per_param[index] * comparison.mult.multipliers[index].value
-    budgets = comparison.tokens_per_param
-    return not min(budgets) * 0.999 <= needed <= max(budgets) * 1.001
 
 
 def budget_frame(comparisons: Sequence[BudgetComparison]) -> pd.DataFrame:
     rows = []
     for c in comparisons:
-        for i, (label, estimate) in enumerate(zip(c.mult.sizes, c.mult.multipliers, strict=True)):
+        for i, estimate in enumerate(c.multipliers):
             rows.append({
                 "size": c.size, "non_embedding_params": c.non_embedding_params,
-                "tokens_per_param": c.tokens_per_param[i], "budget": label,
+                "tokens_per_param": c.tokens_per_param[i],
                 "data_multiplier": estimate.value, "low": estimate.low, "high": estimate.high,
-                "beyond_measured": beyond_measured(c, i),
+                "beyond_measured": c.beyond[i],
             })  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -198,46 +252,67 @@ def budget_frame(comparisons: Sequence[BudgetComparison]) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 
 
+def reference_dirs(value: str) -> list[str]:
+    """``reference_ladder=a,b``: the out dirs it names, in order."""
+    return [part.strip() for part in str(value).split(",") if part.strip()]
+
+
+def check_references(summary: Mapping[str, Any], value: str) -> list[dict[str, Any]]:
+    """Each named reference's protocol.json, checked to be this ladder at a budget of its own."""
+    references = []
+    seen = {budget_of(summary.get("protocol", {}))}
+    for where in reference_dirs(value):
+        reference = read_reference(where)
+        check_reference(summary, reference, where)
+        budget = budget_of(reference.get("protocol", {}))
+        if budget in seen:
+            raise InputError(
+                f"reference_ladder={value}: {where} trains {budget} tokens per parameter, a "
+                "budget another run named already has; name one run per budget."
+            )
+        seen.add(budget)
+        references.append(reference)
+    return references
+
+
 def reference_section(
     summary: Mapping[str, Any], this: LadderData, folder: Path, n_resamples: int
 ) -> tuple[list[str], pd.DataFrame]:
-    """The budget section of the report in ``folder`` against ``summary["reference_ladder"]``,
-    and its table (``budget.csv``)."""
-    where = str(summary["reference_ladder"])
-    reference = read_reference(where)
-    check_reference(summary, reference, where)
-    other = ladder.load_ladder(reference)
-    comparisons = budget_comparisons([other, this], n_resamples)
-    ratios = {
-        budget_of(summary.get("protocol", {})) or math.nan: this,
-        budget_of(reference.get("protocol", {})) or math.nan: other,
-    }
+    """The budget section of the report in ``folder`` against the runs
+    ``summary["reference_ladder"]`` names, and its table (``budget.csv``)."""
+    value = str(summary["reference_ladder"])
+    references = check_references(summary, value)
+    ratios = {budget_of(summary.get("protocol", {})) or math.nan: this}
+    links = []
+    for where, reference in zip(reference_dirs(value), references, strict=True):
+        budget = budget_of(reference.get("protocol", {})) or math.nan
+        ratios[budget] = ladder.load_ladder(reference)
+        report = Path(where) / "ladder" / "report.md"
+        link = Path(os.path.relpath(report.resolve(), folder.resolve())).as_posix()
+        links.append(f"[{budget:g} tokens per parameter]({link})")
+    ratios = dict(sorted(ratios.items()))
+    comparisons = budget_comparisons(list(ratios.values()), n_resamples)
     compute = {
         ratio: ladder.optimizer_multipliers(data, n_resamples) for ratio, data in ratios.items()
     }
-    report = Path(where) / "ladder" / "report.md"
-    link = Path(os.path.relpath(report.resolve(), folder.resolve())).as_posix()
-    text = (
-        f"[the same ladder at {budget_of(reference.get('protocol', {}))} tokens per parameter]"
-        f"({link}) (`reference_ladder={where}`)"
-    )
+    text = f"the same ladder at {', '.join(links)} (`reference_ladder={value}`)"
     lines = budget_lines(ratios, comparisons, compute, text)
     if comparisons:
-        plots_ladder.plot_loss_vs_budget(budget_runs([other, this]), folder / "figures")
+        plots_ladder.plot_loss_vs_budget(budget_runs(list(ratios.values())), folder / "figures")
         lines += [
             "![Loss vs budget](figures/loss_vs_budget.png)",
             "",
-            "*Test loss against tokens per parameter at each size run at both budgets; points "
-            "are report seeds, lines join each optimizer's means.*",
+            "*Test loss against tokens per parameter at each size run at several budgets; "
+            "points are report seeds, lines join each optimizer's means.*",
             "",
         ]
     return lines, budget_frame(comparisons)
 
 
-def _estimate(value: float, low: float, high: float) -> str:
+def _estimate(value: float, low: float, high: float, fmt: str = ".3g") -> str:
     if math.isnan(value):
         return "n/a"
-    return f"{value:.3g}" + ("" if math.isnan(low) else f" [{low:.3g}, {high:.3g}]")
+    return f"{value:{fmt}}" + ("" if math.isnan(low) else f" [{low:{fmt}}, {high:{fmt}}]")
 
 
 def _loss_texts(data: LadderData) -> dict[tuple[str, str], str]:
@@ -262,27 +337,30 @@ def budget_lines(
 ) -> list[str]:
     """The report's budget section. ``ladders`` and ``compute`` (each ladder's across-size
     compute multipliers) are keyed by the ladder's tokens per parameter."""
-    lines = ["## Budget: the same sizes at another tokens-per-parameter ratio", ""]
+    lines = ["## Budget: the same sizes at other tokens-per-parameter ratios", ""]
     lines += [
-        f"Reference: {reference_text}. At a fixed model size, compute is proportional to tokens, "
-        f"so {ADAMW}'s test loss is fitted as a line in log10 tokens through its budgets and "
-        f"{MUON}'s mean loss at each budget is located on it: the **data multiplier** is how "
-        f"many times {MUON}'s tokens {ADAMW} needs to reach that loss at that size (Wen et al. "
-        "2025, arXiv:2509.02046, measure speed-ups at a fixed size across data budgets). 95% "
-        "intervals: the parametric seed bootstrap of the compute multiplier. The last column is "
-        "each ladder's own compute multiplier across sizes, at that budget.",
+        f"Compared with {reference_text}. At a fixed model size, compute is proportional to "
+        f"tokens, so {ADAMW}'s mean test loss, taken as linear in log10 tokens between the "
+        f"budgets it ran at (its end segments extended past them), is where {MUON}'s mean loss "
+        f"at each budget is located: the **data multiplier** is how many times {MUON}'s tokens "
+        f"{ADAMW} needs to reach that loss at that size (Wen et al. 2025, arXiv:2509.02046, "
+        "measure speed-ups at a fixed size across data budgets). 95% intervals: a parametric "
+        "bootstrap over seeds (every cell's mean redrawn from its optimizer's pooled seed spread), "
+        "all budgets from the same draws, so the change between budgets has an interval too. The "
+        "last column is each run's own compute multiplier across its sizes (n/a for a one-size "
+        "run).",
         "",
     ]
     if not comparisons:
-        return [*lines, "No size was run at two budgets by both ladders.", ""]
+        return [*lines, "No size was run at two or more budgets.", ""]
     losses = {ratio: _loss_texts(data) for ratio, data in ladders.items()}
     across = {ratio: _compute_multipliers(mult) for ratio, mult in compute.items()}
     rows = []
     for c in comparisons:
         for i, ratio in enumerate(c.tokens_per_param):
             key = min(losses, key=lambda r, x=ratio: abs(math.log(r / x)))
-            estimate = c.mult.multipliers[i]
-            note = " (extends adamw's line past its budgets)" if beyond_measured(c, i) else ""
+            estimate = c.multipliers[i]
+            note = " (extends adamw's line past its budgets)" if c.beyond[i] else ""
             rows.append({
                 "size": c.size, "non-embedding params": si(c.non_embedding_params),
                 "tokens / param": f"{ratio:.2g}",
@@ -295,16 +373,22 @@ def budget_lines(
             })  # fmt: skip
     lines += [markdown_table(pd.DataFrame(rows)), ""]
     for c in comparisons:
-        ratio, low, high = c.change()
-        first, last = c.tokens_per_param[0], c.tokens_per_param[-1]
-        interval = "" if math.isnan(low) else f" [{low:.3g}, {high:.3g}]"
+        change, first, last = c.change, c.tokens_per_param[0], c.tokens_per_param[-1]
         verdict = (
-            "shrinks" if high < 1 else "grows" if low > 1 else "does not change measurably"
-        ) if not math.isnan(low) else "cannot be judged (no interval)"  # fmt: skip
+            "shrinks" if change.high < 1 else "grows" if change.low > 1
+            else "does not change measurably"
+        ) if not math.isnan(change.low) else "cannot be judged (no interval)"  # fmt: skip
+        trend = ""
+        if c.trend is not None:
+            trend = (
+                f"; fitted over its {len(c.tokens_per_param)} budgets, "
+                f"{_estimate(c.trend.value, c.trend.low, c.trend.high, '+.3f')} log10(×) per "
+                "decade of data"
+            )
         lines.append(
             f"- {c.size}: from {first:.2g} to {last:.2g} tokens per parameter "
             f"({last / first:.3g}× the data), the data multiplier changes by a factor of "
-            f"{ratio:.3g}{interval}: it {verdict}."
+            f"{_estimate(change.value, change.low, change.high)}: it {verdict}{trend}."
         )
     longest = max(r for c in comparisons for r in c.tokens_per_param)
     lines += [
