@@ -168,7 +168,7 @@ class SizeMultipliers:
     log_multiplier_draws: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
 
 
-def _percentiles(values: np.ndarray, n_resamples: int) -> tuple[float, float]:
+def percentile_interval(values: np.ndarray, n_resamples: int) -> tuple[float, float]:
     finite = values[np.isfinite(values)]
     if len(finite) < max(20, n_resamples // 2):
         return math.nan, math.nan
@@ -199,12 +199,33 @@ def _ladder_point(
             "trend": trend, "diff_line": diff_line}  # fmt: skip
 
 
-def _pooled_sd(cells: list[np.ndarray]) -> tuple[float, int]:
+def pooled_sd(cells: list[np.ndarray]) -> tuple[float, int]:
     """Seed-to-seed standard deviation pooled over a level's sizes, and its degrees of freedom."""
     df = sum(len(v) - 1 for v in cells)
     if df < 1:
         return math.nan, 0
     return math.sqrt(sum(float(((v - v.mean()) ** 2).sum()) for v in cells) / df), df
+
+
+def redrawn_means(
+    cells: dict[str, list[np.ndarray]], n_resamples: int, seed: int = 0
+) -> list[dict[str, np.ndarray]]:
+    """Parametric bootstrap draws of every cell's mean (``cells``: per level, one array of seed
+    losses per size or budget): each draw redraws each mean from its level's seed-to-seed spread,
+    pooled over cells. Empty when a level has no spread to pool (one seed per cell)."""
+    means = {level: np.array([v.mean() for v in values]) for level, values in cells.items()}
+    counts = {level: np.array([len(v) for v in values]) for level, values in cells.items()}
+    noise = {level: pooled_sd(values) for level, values in cells.items()}
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_resamples if all(df for _, df in noise.values()) else 0):
+        drawn = {}
+        for level, (sd, df) in noise.items():
+            # The seed noise itself is uncertain (few seeds): draw it from its chi-square law.
+            sigma = sd * math.sqrt(df / rng.chisquare(df))
+            drawn[level] = means[level] + rng.normal(0.0, sigma / np.sqrt(counts[level]))
+        draws.append(drawn)
+    return draws
 
 
 def size_multipliers(
@@ -245,16 +266,10 @@ def size_multipliers(
     means = {level: np.array([v.mean() for v in values]) for level, values in cells.items()}
     counts = {level: np.array([len(v) for v in values]) for level, values in cells.items()}
     point = _ladder_point(means, counts, log_c, arm, baseline)
-    noise = {level: _pooled_sd(values) for level, values in cells.items()}
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(n_resamples if all(df for _, df in noise.values()) else 0):
-        drawn = {}
-        for level, (sd, df) in noise.items():
-            # The seed noise itself is uncertain (few seeds): draw it from its chi-square law.
-            sigma = sd * math.sqrt(df / rng.chisquare(df))
-            drawn[level] = means[level] + rng.normal(0.0, sigma / np.sqrt(counts[level]))
-        draws.append(_ladder_point(drawn, counts, log_c, arm, baseline))
+    draws = [
+        _ladder_point(drawn, counts, log_c, arm, baseline)
+        for drawn in redrawn_means(cells, n_resamples, seed)
+    ]
     if not draws:
         draws = [{k: np.full_like(np.asarray(v, float), np.nan) for k, v in point.items()}]
     log_m = np.array([d["log_m"] for d in draws])
@@ -263,7 +278,7 @@ def size_multipliers(
 
     def estimate(value: float, samples: np.ndarray, log10: bool = False) -> Estimate:
         """``log10``: the samples are log10 multipliers, reported as multipliers."""
-        low, high = _percentiles(samples, n_resamples)
+        low, high = percentile_interval(samples, n_resamples)
         if log10:
             return Estimate(float(10**value), float(10**low), float(10**high))
         return Estimate(float(value), float(low), float(high))

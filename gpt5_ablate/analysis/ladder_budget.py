@@ -1,4 +1,4 @@
-"""One ladder at two budgets: how many more tokens AdamW needs at a fixed model size.
+"""One ladder at several budgets: how many more tokens AdamW needs at a fixed model size.
 
 A speed-up measured at one data-to-model ratio need not hold at another: Wen et al. 2025
 (arXiv:2509.02046) compare optimizers at 1-8x the compute-optimal ratio and find rankings that
@@ -29,7 +29,8 @@ from gpt5_ablate.analysis.compute import (
     MIN_SIZES_FOR_TREND,
     Estimate,
     SizeMultipliers,
-    _pooled_sd,
+    percentile_interval,
+    redrawn_means,
 )
 from gpt5_ablate.analysis.ladder import ADAMW, CHINCHILLA_TOKENS_PER_PARAM, MUON, LadderData
 from gpt5_ablate.analysis.sections import markdown_table
@@ -70,11 +71,7 @@ def log_multipliers(x: np.ndarray, adamw: np.ndarray, muon: np.ndarray) -> np.nd
 
 
 def _interval(value: float, draws: np.ndarray, n_resamples: int, log10: bool) -> Estimate:
-    finite = draws[np.isfinite(draws)]
-    if len(finite) < max(20, n_resamples // 2):
-        low = high = math.nan
-    else:
-        low, high = (float(v) for v in np.percentile(finite, [2.5, 97.5]))
+    low, high = percentile_interval(draws, n_resamples)
     if log10:
         return Estimate(float(10**value), float(10**low), float(10**high))
     return Estimate(float(value), low, high)
@@ -85,9 +82,7 @@ def data_multipliers(
 ) -> BudgetComparison | None:
     """One size's runs (columns ``optimizer, tokens_per_param, loss``) at 2+ budgets.
 
-    Intervals: the parametric seed bootstrap of
-    :func:`~gpt5_ablate.analysis.compute.size_multipliers` (every cell's mean redrawn from its
-    optimizer's pooled seed spread, itself drawn from its chi-square law), applied to all
+    Intervals: the parametric seed bootstrap of :func:`~.compute.redrawn_means`, applied to all
     budgets at once so that the change and the trend are read from the same draws."""
     frame = group[group["optimizer"].isin([MUON, ADAMW])].dropna(subset=["loss"])
     budgets = sorted(frame["tokens_per_param"].unique())
@@ -103,17 +98,11 @@ def data_multipliers(
         for level in (MUON, ADAMW)
     }  # fmt: skip
     means = {level: np.array([v.mean() for v in values]) for level, values in cells.items()}
-    counts = {level: np.array([len(v) for v in values]) for level, values in cells.items()}
     point = log_multipliers(x, means[ADAMW], means[MUON])
-    noise = {level: _pooled_sd(values) for level, values in cells.items()}
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(n_resamples if all(df for _, df in noise.values()) else 0):
-        drawn = {}
-        for level, (sd, df) in noise.items():
-            sigma = sd * math.sqrt(df / rng.chisquare(df))
-            drawn[level] = means[level] + rng.normal(0.0, sigma / np.sqrt(counts[level]))
-        draws.append(log_multipliers(x, drawn[ADAMW], drawn[MUON]))
+    draws = [
+        log_multipliers(x, drawn[ADAMW], drawn[MUON])
+        for drawn in redrawn_means(cells, n_resamples, seed)
+    ]
     samples = np.array(draws) if draws else np.full((1, len(x)), np.nan)
     multipliers = [_interval(point[i], samples[:, i], n_resamples, True) for i in range(len(x))]
     needed = x + point
@@ -136,7 +125,7 @@ def data_multipliers(
 
 
 # --------------------------------------------------------------------------------------------
-# The reference run
+# The reference runs
 # --------------------------------------------------------------------------------------------
 
 
