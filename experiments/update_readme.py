@@ -24,8 +24,9 @@ END = "<!-- results:end -->"
 LADDER = ROOT / "docs" / "results" / "cpu_ladder"
 LADDER_BEGIN = "<!-- ladder:begin (written by `python experiments/update_readme.py` from docs/results/cpu_ladder) -->"
 LADDER_END = "<!-- ladder:end -->"
-BUDGET = ROOT / "docs" / "results" / "cpu_ladder_3tpp"
-BUDGET_BEGIN = "<!-- budget:begin (written by `python experiments/update_readme.py` from docs/results/cpu_ladder_3tpp) -->"
+#: cpu_ladder again at more tokens per parameter; the last one's report compares them all.
+BUDGET_RUNS = tuple(ROOT / "docs" / "results" / n for n in ("cpu_ladder_3tpp", "cpu_ladder_20tpp"))
+BUDGET_BEGIN = "<!-- budget:begin (written by `python experiments/update_readme.py` from docs/results/cpu_ladder_*tpp) -->"
 BUDGET_END = "<!-- budget:end -->"
 #: The ladder report's sections the README shows, in order (the rest stays in the report).
 LADDER_SECTIONS = (
@@ -106,30 +107,39 @@ def ladder_text() -> str:
         title = re.search(rf"^## ({re.escape(heading)}.*)$", report, re.M)
         if body and title:
             parts += ["", f"#### {title.group(1)}", "", body.replace("](", f"]({link.parent}/")]
+        if heading == "Test loss at each optimizer":
+            # The rate-selection table stays in the report; its caveat on these losses does not.
+            caveat = re.search(r"^\*\*Rates still moving.*$", report, re.M)
+            parts += ["", caveat.group(0)] if caveat else []
     return "\n".join(parts)
 
 
 def budget_text() -> str:
-    """The budget comparison: cpu_ladder's two smallest sizes again at 10x the tokens."""
-    summary = json.loads((BUDGET / "protocol.json").read_text())
-    report_path = BUDGET / "ladder" / "report.md"
-    link = report_path.relative_to(ROOT)
-    sizes = ",".join(s["name"] for s in summary["sizes"])
-    budget = next(
-        o.split("=", 1)[1]
-        for o in reversed(summary["protocol"]["run_overrides"])
-        if o.startswith("trainer.tokens_per_param=")
-    )
-    body = section(report_path.read_text(), "Budget")
-    return "\n".join([
-        f"Measured with `python -m gpt5_ablate.protocol name=cpu_ladder sizes={sizes} "
-        f"tokens_per_param={budget} reference_ladder={summary['reference_ladder']} "
-        f"tracking_uri={summary['tracking_uri']} out={BUDGET.relative_to(ROOT)}` in "
-        f"{summary['wall_s'] / 60:.1f} min on the same machine, with every rate selected again "
-        f"at the new budget ([full report]({link})).{_calls(summary)}",
-        "",
-        re.sub(r"\]\(([^)#:]+)\)", lambda m: f"]({_joined(link.parent, m.group(1))})", body),
-    ])  # fmt: skip
+    """The budget comparison: runs of cpu_ladder at more tokens per parameter, the section of
+    the last one's report (which compares every budget)."""
+    lines = ["Measured on the same machine, every rate selected again at each new budget:", ""]
+    caveats: list[str] = []
+    for folder in BUDGET_RUNS:
+        summary = json.loads((folder / "protocol.json").read_text())
+        sizes = ",".join(s["name"] for s in summary["sizes"])
+        budget = next(
+            o.split("=", 1)[1]
+            for o in reversed(summary["protocol"]["run_overrides"])
+            if o.startswith("trainer.tokens_per_param=")
+        )
+        report = (folder / "ladder" / "report.md").relative_to(ROOT)
+        caveat = re.search(r"^\*\*Rates still moving.*$", (ROOT / report).read_text(), re.M)
+        caveats += [f"In `{folder.name}`: {caveat.group(0)}"] if caveat else []
+        lines.append(
+            f"- `python -m gpt5_ablate.protocol name=cpu_ladder sizes={sizes} "
+            f"tokens_per_param={budget} reference_ladder={summary['reference_ladder']} "
+            f"tracking_uri={summary['tracking_uri']} out={folder.relative_to(ROOT)}`: "
+            f"{summary['wall_s'] / 60:.1f} min ([report]({report})).{_calls(summary)}"
+        )
+    link = (BUDGET_RUNS[-1] / "ladder" / "report.md").relative_to(ROOT)
+    body = section((ROOT / link).read_text(), "Budget")
+    body = re.sub(r"\]\(([^)#:]+)\)", lambda m: f"]({_joined(link.parent, m.group(1))})", body)
+    return "\n".join([*lines, "", body, *(f"\n{c}" for c in caveats)])
 
 
 def _joined(folder: Path, link: str) -> str:

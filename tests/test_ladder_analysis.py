@@ -26,6 +26,7 @@ from gpt5_ablate.analysis.ladder import (
     ladder_sizes,
     load_ladder,
     optimizer_multipliers,
+    unsettled_selections,
     write_ladder_report,
 )
 from gpt5_ablate.analysis.ladder_report import _budget_line, _split_lines
@@ -319,6 +320,31 @@ def test_report_says_which_rates_were_tuned_and_flags_an_edge(
     name = summary["sizes"][0]["name"]
     assert f"{name} adamw `optimizer.lr` = 0.003" in edge
     assert "muon_adamw `optimizer.lr`" not in edge
+
+
+def test_a_rate_still_moving_in_the_last_round_is_flagged_with_its_gain(
+    summary: dict, tmp_path: Path
+) -> None:
+    """Coordinate descent that moved a rate in its last round has not settled: the report names
+    the move and what that round gained, beside the difference it bears on; a rate re-checked
+    without moving is not flagged."""
+    summary = json.loads(json.dumps(summary))
+    selections = summary["sizes"][0]["selections"]
+    adamw = selections[2]  # adamw optimizer.lr, best 0.0015 at 5.2
+    muon = selections[0]  # muon_adamw optimizer.lr, best 0.02 at 5.0
+    selections += [
+        {**adamw, "round": 2, "best": 0.003, "losses": {"0.0015": 5.19, "0.003": 5.15}},
+        {**muon, "round": 2, "losses": {"0.01": 5.1, "0.02": 4.99}},
+    ]
+    moved = unsettled_selections(summary["sizes"])
+    assert moved[["size", "optimizer", "moved"]].values.tolist() == [
+        ["s1", "adamw", "`optimizer.lr` 0.0015→0.003"]
+    ]
+    assert moved["gain"].iloc[0] == pytest.approx(5.2 - 5.15)  # best of round 1 - of round 2
+    text = write_ladder_report(summary, tmp_path, n_resamples=100).read_text()
+    note = next(line for line in text.splitlines() if "Rates still moving" in line)
+    assert "s1 adamw (`optimizer.lr` 0.0015→0.003; that round lowered its best selection" in note
+    assert "muon_adamw (" not in note
 
 
 def _judged(text: str, factor: str) -> tuple[str, str]:

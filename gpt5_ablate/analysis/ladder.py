@@ -279,6 +279,40 @@ def selection_table(sizes: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def unsettled_selections(sizes: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Per (size, optimizer) tuned in 2+ rounds whose last round still moved a rate: the rates
+    that moved (``moved``) and how much that round lowered the best selection loss (``gain``),
+    which bounds what one more round might be expected to find."""
+    rows = []
+    for size in sizes:
+        by_optimizer: dict[str, list[Mapping[str, Any]]] = {}
+        for sel in size.get("selections", []):
+            by_optimizer.setdefault(sel["optimizer"], []).append(sel)
+        for optimizer, sels in by_optimizer.items():
+            last = max(int(s.get("round", 1)) for s in sels)
+            if last < 2:
+                continue
+            before = {s["key"]: float(s["best"]) for s in sels if s.get("round", 1) == last - 1}
+            final = [s for s in sels if s.get("round", 1) == last]
+            moved = [
+                f"`{s['key']}` {before[s['key']]:g}→{float(s['best']):g}"
+                for s in final
+                if s["key"] in before and not math.isclose(before[s["key"]], float(s["best"]))
+            ]
+            if not moved:
+                continue
+
+            def best(selected: list[Mapping[str, Any]]) -> float:
+                return min(float(v) for s in selected for v in s.get("losses", {}).values())
+
+            earlier = [s for s in sels if int(s.get("round", 1)) < last]
+            rows.append({
+                "size": size["name"], "optimizer": optimizer, "moved": ", ".join(moved),
+                "gain": best(earlier) - best(final),
+            })  # fmt: skip
+    return pd.DataFrame(rows, columns=["size", "optimizer", "moved", "gain"])
+
+
 def loss_table(data: LadderData, arm: str = MUON, baseline: str = ADAMW) -> pd.DataFrame:
     """Per size and optimizer: test loss over report seeds; then ``arm − baseline``."""
     rows = []

@@ -503,8 +503,28 @@ def _split_lines(runs: pd.DataFrame) -> list[str]:
     ]
 
 
+def _unsettled_lines(unsettled: pd.DataFrame, losses: pd.DataFrame) -> list[str]:
+    """Rates coordinate descent was still moving in its last round, beside the differences
+    they might bear on."""
+    if unsettled.empty:
+        return []
+    gaps = losses[losses["what"] == f"{MUON} − {ADAMW}"].set_index("size")["mean"]
+    shown = "; ".join(
+        f"{r.size} {r.optimizer} ({r.moved}; that round lowered its best selection loss by "
+        f"{r.gain:.4f} nats, against a {MUON} − {ADAMW} difference of "
+        f"{gaps.get(r.size, math.nan):+.4f})"
+        for r in unsettled.itertuples()
+    )
+    return [
+        f"**Rates still moving in the last selection round**: {shown}. Another round (the "
+        "protocol's `selection_rounds`) might lower those losses again, most likely by less "
+        "than the last round did; until then they are upper bounds on the tuned losses.",
+        "",
+    ]
+
+
 def _size_sections(
-    sizes: pd.DataFrame, selections: pd.DataFrame, losses: pd.DataFrame
+    sizes: pd.DataFrame, selections: pd.DataFrame, losses: pd.DataFrame, unsettled: pd.DataFrame
 ) -> list[str]:
     shown = pd.DataFrame({
         "size": sizes["size"], "non-embedding params": sizes["non_embedding_params"].map(si),
@@ -529,6 +549,7 @@ def _size_sections(
         markdown_table(selections) if not selections.empty else "No selection recorded.",
         "",
         *_selection_notes(selections),
+        *_unsettled_lines(unsettled, losses),
         "## Test loss at each optimizer's own best rates",
         "",
         f"Mean over report seeds [95% t-interval, ≥{MIN_SEEDS_FOR_CI} seeds]; the difference "
@@ -642,7 +663,7 @@ def write_ladder_report(
         "TEST loss on report seeds unless a note says otherwise.",
         "",
         *(f"> {note}\n" for note in data.notes),
-        *_size_sections(sizes, selections, losses),
+        *_size_sections(sizes, selections, losses, ladder.unsettled_selections(data.sizes)),
         *_split_lines(data.report),
         *_multiplier_section(mult, sizes),
         saturating_note(data, mult),
