@@ -17,6 +17,8 @@ import re
 import sys
 from pathlib import Path
 
+from gpt5_ablate.protocol import load_protocol
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results" / "cpu_hour"
 BEGIN = "<!-- results:begin (written by `python experiments/update_readme.py` from docs/results/cpu_hour) -->"
@@ -74,10 +76,6 @@ def results_text() -> str:
 def _calls_text() -> str:
     """How a protocol run resumed in several calls split its work (from its protocol.json)."""
     summary = json.loads((LADDER / "protocol.json").read_text())
-    return _calls(summary)
-
-
-def _calls(summary: dict) -> str:
     calls = int(summary.get("calls", 1))
     if calls < 2:
         return ""
@@ -127,14 +125,22 @@ def budget_text() -> str:
             for o in reversed(summary["protocol"]["run_overrides"])
             if o.startswith("trainer.tokens_per_param=")
         )
+        rounds = summary["protocol"].get("selection_rounds")
+        extra = (
+            f" selection_rounds={rounds}"
+            if rounds != load_protocol("cpu_ladder").selection_rounds
+            else ""
+        )
+        calls = int(summary.get("calls", 1))
+        resumed = f" in {calls} calls under `stamp={summary['stamp']}`" if calls > 1 else ""
         report = (folder / "ladder" / "report.md").relative_to(ROOT)
         caveat = re.search(r"^\*\*Rates still moving.*$", (ROOT / report).read_text(), re.M)
         caveats += [f"In `{folder.name}`: {caveat.group(0)}"] if caveat else []
         lines.append(
             f"- `python -m gpt5_ablate.protocol name=cpu_ladder sizes={sizes} "
-            f"tokens_per_param={budget} reference_ladder={summary['reference_ladder']} "
+            f"tokens_per_param={budget}{extra} reference_ladder={summary['reference_ladder']} "
             f"tracking_uri={summary['tracking_uri']} out={folder.relative_to(ROOT)}`: "
-            f"{summary['wall_s'] / 60:.1f} min ([report]({report})).{_calls(summary)}"
+            f"{summary['wall_s'] / 60:.1f} min{resumed} ([report]({report}))."
         )
     link = (BUDGET_RUNS[-1] / "ladder" / "report.md").relative_to(ROOT)
     body = section((ROOT / link).read_text(), "Budget")

@@ -112,6 +112,13 @@ class ProtocolArgs:
             "protocol's (~20 is compute-optimal)"
         },
     )
+    selection_rounds: int | None = field(
+        default=None,
+        metadata={
+            "help": "ladders: rounds of coordinate descent over each optimizer's rates, replacing "
+            "the protocol's (resumed under stamp=, only the new round's runs train)"
+        },
+    )
     reference_ladder: str | None = field(
         default=None,
         metadata={
@@ -143,8 +150,8 @@ def load_protocol(name: str) -> ProtocolConfig:
 
 
 def apply_scale(protocol: ProtocolConfig, args: ProtocolArgs) -> ProtocolConfig:
-    """The command line's ``sizes=`` and ``tokens_per_param=`` applied to the protocol file's
-    settings; refused, naming the valid choices, before anything runs."""
+    """The command line's ``sizes=``, ``tokens_per_param=`` and ``selection_rounds=`` applied to
+    the protocol file's settings; refused, naming the valid choices, before anything runs."""
     if args.tokens_per_param is not None:
         if not (math.isfinite(args.tokens_per_param) and args.tokens_per_param > 0):
             raise ConfigError(
@@ -153,6 +160,13 @@ def apply_scale(protocol: ProtocolConfig, args: ProtocolArgs) -> ProtocolConfig:
             )
         budget = f"trainer.tokens_per_param={args.tokens_per_param:g}"
         protocol.run_overrides = merge_overrides([*protocol.run_overrides, budget])
+    if args.selection_rounds is not None:
+        if args.selection_rounds < 1:
+            raise ConfigError(
+                f"selection_rounds={args.selection_rounds} is invalid: use 1 or more rounds of "
+                "coordinate descent over each optimizer's rates."
+            )
+        protocol.selection_rounds = args.selection_rounds
     if args.sizes is None:
         return protocol
     known = [s.name for s in protocol.sizes]

@@ -268,6 +268,18 @@ def dry_run_commands(capsys: pytest.CaptureFixture[str], tmp_path: Path, **scale
     return capsys.readouterr().out
 
 
+def test_a_third_selection_round_from_the_command_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = dry_run_commands(capsys, tmp_path, sizes="ladder_s1", selection_rounds=3)
+    stages = [line.split("]")[0] for line in out.splitlines() if line.startswith("[select")]
+    assert (
+        "[select-ladder_s1-adamw-lr-r3" in stages and "[select-ladder_s1-adamw-lr-r4" not in stages
+    )
+    recorded = json.loads((tmp_path / "protocol.dry_run.json").read_text())
+    assert recorded["protocol"]["selection_rounds"] == 3
+
+
 def test_sizes_and_budget_scale_from_the_command_line(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -294,6 +306,7 @@ def test_sizes_and_budget_scale_from_the_command_line(
         ("cpu_ladder", {"sizes": "ladder_s4,ladder_s9"}, r"ladder_s9 is not a size.*ladder_s1"),
         ("cpu_hour", {"sizes": "ladder_s1"}, r"not a ladder.*cpu_ladder, gpu_ladder"),
         ("cpu_ladder", {"tokens_per_param": 0.0}, r"tokens_per_param=0.0 is invalid"),
+        ("cpu_ladder", {"selection_rounds": 0}, r"selection_rounds=0 is invalid"),
     ],
 )
 def test_bad_scale_settings_are_refused_before_anything_runs(

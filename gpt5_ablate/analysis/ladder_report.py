@@ -516,8 +516,8 @@ def _unsettled_lines(unsettled: pd.DataFrame, losses: pd.DataFrame) -> list[str]
         for r in unsettled.itertuples()
     )
     return [
-        f"**Rates still moving in the last selection round**: {shown}. Another round (the "
-        "protocol's `selection_rounds`) might lower those losses again, most likely by less "
+        f"**Rates still moving in the last selection round**: {shown}. Another round "
+        "(`selection_rounds=`) might lower those losses again, most likely by less "
         "than the last round did; until then they are upper bounds on the tuned losses.",
         "",
     ]
