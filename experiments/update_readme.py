@@ -17,6 +17,7 @@ import re
 import sys
 from pathlib import Path
 
+from gpt5_ablate.analysis.ladder_budget import budget_of
 from gpt5_ablate.protocol import load_protocol
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,9 +108,15 @@ def ladder_text() -> str:
             parts += ["", f"#### {title.group(1)}", "", body.replace("](", f"]({link.parent}/")]
         if heading == "Test loss at each optimizer":
             # The rate-selection table stays in the report; its caveat on these losses does not.
-            caveat = re.search(r"^\*\*Rates still moving.*$", report, re.M)
-            parts += ["", caveat.group(0)] if caveat else []
+            caveat = rates_caveat(report)
+            parts += ["", caveat] if caveat else []
     return "\n".join(parts)
+
+
+def rates_caveat(report: str) -> str | None:
+    """A ladder report's note on rates still moving in its last selection round, if any."""
+    found = re.search(r"^\*\*Rates still moving.*$", report, re.M)
+    return found.group(0) if found else None
 
 
 def budget_text() -> str:
@@ -117,28 +124,21 @@ def budget_text() -> str:
     the last one's report (which compares every budget)."""
     lines = ["Measured on the same machine, every rate selected again at each new budget:", ""]
     caveats: list[str] = []
+    default_rounds = load_protocol("cpu_ladder").selection_rounds
     for folder in BUDGET_RUNS:
         summary = json.loads((folder / "protocol.json").read_text())
         sizes = ",".join(s["name"] for s in summary["sizes"])
-        budget = next(
-            o.split("=", 1)[1]
-            for o in reversed(summary["protocol"]["run_overrides"])
-            if o.startswith("trainer.tokens_per_param=")
-        )
+        budget = budget_of(summary["protocol"])
         rounds = summary["protocol"].get("selection_rounds")
-        extra = (
-            f" selection_rounds={rounds}"
-            if rounds != load_protocol("cpu_ladder").selection_rounds
-            else ""
-        )
+        extra = f" selection_rounds={rounds}" if rounds != default_rounds else ""
         calls = int(summary.get("calls", 1))
         resumed = f" in {calls} calls under `stamp={summary['stamp']}`" if calls > 1 else ""
         report = (folder / "ladder" / "report.md").relative_to(ROOT)
-        caveat = re.search(r"^\*\*Rates still moving.*$", (ROOT / report).read_text(), re.M)
-        caveats += [f"In `{folder.name}`: {caveat.group(0)}"] if caveat else []
+        caveat = rates_caveat((ROOT / report).read_text())
+        caveats += [f"In `{folder.name}`: {caveat}"] if caveat else []
         lines.append(
             f"- `python -m gpt5_ablate.protocol name=cpu_ladder sizes={sizes} "
-            f"tokens_per_param={budget}{extra} reference_ladder={summary['reference_ladder']} "
+            f"tokens_per_param={budget:g}{extra} reference_ladder={summary['reference_ladder']} "
             f"tracking_uri={summary['tracking_uri']} out={folder.relative_to(ROOT)}`: "
             f"{summary['wall_s'] / 60:.1f} min{resumed} ([report]({report}))."
         )

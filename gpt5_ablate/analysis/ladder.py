@@ -279,6 +279,11 @@ def selection_table(sizes: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _best_loss(selections: Sequence[Mapping[str, Any]]) -> float:
+    """The lowest selection loss any of ``selections``' grids reached."""
+    return min(float(v) for s in selections for v in s.get("losses", {}).values())
+
+
 def unsettled_selections(sizes: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Per (size, optimizer) tuned in 2+ rounds whose last round still moved a rate: the rates
     that moved (``moved``) and how much that round lowered the best selection loss (``gain``),
@@ -292,8 +297,10 @@ def unsettled_selections(sizes: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
             last = max(int(s.get("round", 1)) for s in sels)
             if last < 2:
                 continue
-            before = {s["key"]: float(s["best"]) for s in sels if s.get("round", 1) == last - 1}
-            final = [s for s in sels if s.get("round", 1) == last]
+            before = {
+                s["key"]: float(s["best"]) for s in sels if int(s.get("round", 1)) == last - 1
+            }
+            final = [s for s in sels if int(s.get("round", 1)) == last]
             moved = [
                 f"`{s['key']}` {before[s['key']]:g}→{float(s['best']):g}"
                 for s in final
@@ -301,14 +308,10 @@ def unsettled_selections(sizes: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
             ]
             if not moved:
                 continue
-
-            def best(selected: list[Mapping[str, Any]]) -> float:
-                return min(float(v) for s in selected for v in s.get("losses", {}).values())
-
             earlier = [s for s in sels if int(s.get("round", 1)) < last]
             rows.append({
                 "size": size["name"], "optimizer": optimizer, "moved": ", ".join(moved),
-                "gain": best(earlier) - best(final),
+                "gain": _best_loss(earlier) - _best_loss(final),
             })  # fmt: skip
     return pd.DataFrame(rows, columns=["size", "optimizer", "moved", "gain"])
 

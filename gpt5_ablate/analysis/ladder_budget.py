@@ -149,18 +149,18 @@ def read_reference(out: str | Path) -> dict[str, Any]:
     return summary
 
 
+def _is_budget(override: str) -> bool:
+    return override.split("=", 1)[0].lstrip("+") == BUDGET_KEY
+
+
 def budget_of(protocol: Mapping[str, Any]) -> float | None:
     """The tokens per parameter a protocol's runs train for (its last budget override)."""
-    values = [o.split("=", 1)[1] for o in protocol.get("run_overrides", []) if "=" in o]
-    keys = [o.split("=", 1)[0].lstrip("+") for o in protocol.get("run_overrides", []) if "=" in o]
-    found = [float(v) for k, v in zip(keys, values, strict=True) if k == BUDGET_KEY]
-    return found[-1] if found else None
+    found = [o.split("=", 1)[1] for o in protocol.get("run_overrides", []) if _is_budget(o)]
+    return float(found[-1]) if found else None
 
 
 def _without_budget(protocol: Mapping[str, Any]) -> list[str]:
-    return [
-        o for o in protocol.get("run_overrides", []) if not o.lstrip("+").startswith(BUDGET_KEY)
-    ]
+    return [o for o in protocol.get("run_overrides", []) if not _is_budget(o)]
 
 
 def check_reference(this: Mapping[str, Any], reference: Mapping[str, Any], where: str) -> None:
@@ -189,23 +189,42 @@ def check_reference(this: Mapping[str, Any], reference: Mapping[str, Any], where
         )
 
 
+def reference_dirs(value: str) -> list[str]:
+    """``reference_ladder=a,b``: the out dirs it names, in order."""
+    return [part.strip() for part in str(value).split(",") if part.strip()]
+
+
+def check_references(summary: Mapping[str, Any], value: str) -> list[dict[str, Any]]:
+    """Each named reference's protocol.json, checked to be this ladder at a budget of its own."""
+    references = []
+    seen = {budget_of(summary.get("protocol", {}))}
+    for where in reference_dirs(value):
+        reference = read_reference(where)
+        check_reference(summary, reference, where)
+        budget = budget_of(reference.get("protocol", {}))
+        if budget in seen:
+            raise InputError(
+                f"reference_ladder={value}: {where} trains {budget} tokens per parameter, a "
+                "budget another run named already has; name one run per budget."
+            )
+        seen.add(budget)
+        references.append(reference)
+    return references
+
+
 # --------------------------------------------------------------------------------------------
 # The comparison
 # --------------------------------------------------------------------------------------------
 
 
-def budget_label(tokens_per_param: float) -> str:
-    return f"{tokens_per_param:.2g} tokens/param"
-
-
 def budget_runs(ladders: Sequence[LadderData]) -> pd.DataFrame:
     """Every ladder's report runs with their size's ``tokens_per_param`` (tokens seen per
-    non-embedding parameter, 2 significant digits) and its ``budget`` label."""
+    non-embedding parameter, 2 significant digits)."""
     frames = []
     for data in ladders:
         sizes = ladder.size_table(data).set_index("size")["tokens_per_param"]
         ratio = data.report["size"].map(sizes).map(lambda v: float(f"{v:.2g}"))
-        frames.append(data.report.assign(tokens_per_param=ratio, budget=ratio.map(budget_label)))
+        frames.append(data.report.assign(tokens_per_param=ratio))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -241,49 +260,31 @@ def budget_frame(comparisons: Sequence[BudgetComparison]) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 
 
-def reference_dirs(value: str) -> list[str]:
-    """``reference_ladder=a,b``: the out dirs it names, in order."""
-    return [part.strip() for part in str(value).split(",") if part.strip()]
-
-
-def check_references(summary: Mapping[str, Any], value: str) -> list[dict[str, Any]]:
-    """Each named reference's protocol.json, checked to be this ladder at a budget of its own."""
-    references = []
-    seen = {budget_of(summary.get("protocol", {}))}
-    for where in reference_dirs(value):
-        reference = read_reference(where)
-        check_reference(summary, reference, where)
-        budget = budget_of(reference.get("protocol", {}))
-        if budget in seen:
-            raise InputError(
-                f"reference_ladder={value}: {where} trains {budget} tokens per parameter, a "
-                "budget another run named already has; name one run per budget."
-            )
-        seen.add(budget)
-        references.append(reference)
-    return references
-
-
 def reference_section(
-    summary: Mapping[str, Any], this: LadderData, folder: Path, n_resamples: int
+    summary: Mapping[str, Any],
+    this: LadderData,
+    this_multipliers: SizeMultipliers | None,
+    folder: Path,
+    n_resamples: int,
 ) -> tuple[list[str], pd.DataFrame]:
     """The budget section of the report in ``folder`` against the runs
-    ``summary["reference_ladder"]`` names, and its table (``budget.csv``)."""
+    ``summary["reference_ladder"]`` names, and its table (``budget.csv``).
+    ``this_multipliers``: this ladder's compute multipliers, already computed by its report."""
     value = str(summary["reference_ladder"])
     references = check_references(summary, value)
-    ratios = {budget_of(summary.get("protocol", {})) or math.nan: this}
+    this_budget = budget_of(summary.get("protocol", {})) or math.nan
+    ratios = {this_budget: this}
+    compute = {this_budget: this_multipliers}
     links = []
     for where, reference in zip(reference_dirs(value), references, strict=True):
         budget = budget_of(reference.get("protocol", {})) or math.nan
         ratios[budget] = ladder.load_ladder(reference)
+        compute[budget] = ladder.optimizer_multipliers(ratios[budget], n_resamples)
         report = Path(where) / "ladder" / "report.md"
         link = Path(os.path.relpath(report.resolve(), folder.resolve())).as_posix()
         links.append(f"[{budget:g} tokens per parameter]({link})")
     ratios = dict(sorted(ratios.items()))
     comparisons = budget_comparisons(list(ratios.values()), n_resamples)
-    compute = {
-        ratio: ladder.optimizer_multipliers(data, n_resamples) for ratio, data in ratios.items()
-    }
     text = f"the same ladder at {', '.join(links)} (`reference_ladder={value}`)"
     lines = budget_lines(ratios, comparisons, compute, text)
     if comparisons:

@@ -671,7 +671,7 @@ def write_ladder_report(
         *_anchor_lines(mult, sizes),
     ]
     if summary.get("reference_ladder"):
-        budget, frame = ladder_budget.reference_section(summary, data, folder, n_resamples)
+        budget, frame = ladder_budget.reference_section(summary, data, mult, folder, n_resamples)
         frame.to_csv(folder / "budget.csv", index=False)
         csvs.append(folder / "budget.csv")
         lines += budget
