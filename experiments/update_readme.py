@@ -82,12 +82,37 @@ def _calls_text() -> str:
         return ""
     later = []
     for call in range(2, calls + 1):
-        stages = dict.fromkeys(s["stage"] for s in summary["stages"] if s.get("call") == call)
-        later.append(f"call {call}: {', '.join(f'`{s}`' for s in stages)}")
+        stages = [s["stage"] for s in summary["stages"] if s.get("call") == call]
+        later.append(f"call {call}: {_stages_text(stages)}")
     return (
-        f" It ran in {calls} calls under `stamp={summary['stamp']}` (the later ones with "
-        f"`stages=` naming what was added; {'; '.join(later)})."
+        f" It ran in {calls} calls under `stamp={summary['stamp']}` (a later call names what it "
+        "adds with `stages=`, `sizes=` or `selection_rounds=`, and finds the runs earlier calls "
+        f"finished without training them again; {'; '.join(later)})."
     )
+
+
+def _stages_text(stages: list[str]) -> str:
+    """A call's stages by kind, e.g. "selection rounds 1-3 at `ladder_s2`, `ladder_s1`; compare
+    at ...": stage names are ``select-<size>-<optimizer>-<key>[-r<round>]``, ``compare-<size>``
+    and ``context-<size>``."""
+    sizes: dict[str, dict[str, None]] = {}
+    rounds: set[int] = set()
+    for stage in stages:
+        kind, _, rest = stage.partition("-")
+        parts = rest.split("-")
+        sizes.setdefault(kind, {})[parts[0]] = None
+        if kind == "select":
+            last = parts[-1]
+            rounds.add(int(last[1:]) if last[:1] == "r" and last[1:].isdigit() else 1)
+    named = {"select": "selection", "compare": "report seeds", "context": "long-context arms"}
+    texts = []
+    for kind, at in sizes.items():
+        label = named.get(kind, kind)
+        if kind == "select":
+            low, high = min(rounds), max(rounds)
+            label += f" round {low}" if low == high else f" rounds {low}–{high}"
+        texts.append(f"{label} at {', '.join(f'`{s}`' for s in at if s)}")
+    return ", ".join(texts)
 
 
 def ladder_text() -> str:

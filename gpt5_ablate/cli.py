@@ -102,7 +102,17 @@ def _summary(result: Any, cfg: DictConfig) -> None:
     from gpt5_ablate.train.finished import AlreadyFinished
 
     full = result.full_eval
-    if isinstance(result, AlreadyFinished):
+    checkpoint = f"Checkpoint: {result.checkpoint}"
+    if isinstance(result, AlreadyFinished) and result.recorded_in:
+        headline = (
+            f"Already finished, as recorded in {result.recorded_in}: nothing was trained or "
+            f"logged again (to train it again from step 0, add trainer.resume=false). It trained "
+        )
+        checkpoint = (
+            f"Checkpoint: none in {result.run_dir} (its run dir was emptied or made elsewhere); "
+            "the weights are in the store only if tracking.log_checkpoint was on."
+        )
+    elif isinstance(result, AlreadyFinished):
         headline = (
             f"Already finished in {result.run_dir}: nothing was trained or logged again (to "
             "train it again from step 0, add trainer.resume=false). It trained "
@@ -115,7 +125,7 @@ def _summary(result: Any, cfg: DictConfig) -> None:
         f"{result.final_eval['loss']:.3f} (unigram baseline {result.unigram_loss:.3f}); "
         f"full validation split: loss {full.get('loss', float('nan')):.3f}, "
         f"ppl {full.get('perplexity', float('nan')):.1f}.",
-        f"Checkpoint: {result.checkpoint}",
+        checkpoint,
     ]
     if result.run_id:
         from gpt5_ablate.secrets import redact_uri

@@ -65,17 +65,15 @@ def checkpoint_from_run(run_id: str, tracking_uri: str) -> Path:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from gpt5_ablate.train.tracking import check_tracking_uri
+    from gpt5_ablate.train.tracking import check_tracking_uri, sqlite_file
 
-    if tracking_uri.startswith("sqlite:///"):
-        # Opening a missing SQLite file would create an empty store as a side effect.
-        store = Path(tracking_uri.removeprefix("sqlite:///")).expanduser()
-        if not store.is_file():
-            raise InputError(
-                f"tracking.uri={tracking_uri!r}: there is no MLflow store at {store}, so run_id="
-                f"{run_id!r} cannot be found; pass the tracking.uri the run was logged to, or "
-                "checkpoint=<path> instead."
-            )
+    store = sqlite_file(tracking_uri)  # opening a missing file would create an empty store
+    if store is not None and not store.is_file():
+        raise InputError(
+            f"tracking.uri={tracking_uri!r}: there is no MLflow store at {store}, so run_id="
+            f"{run_id!r} cannot be found; pass the tracking.uri the run was logged to, or "
+            "checkpoint=<path> instead."
+        )
     check_tracking_uri(tracking_uri)  # an unreachable server: one clear error, no retries
     try:
         MlflowClient(tracking_uri).get_run(run_id)

@@ -7,6 +7,7 @@ would: a single run, then a sweep that contains it, then the single command agai
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,51 @@ def test_a_sweep_finds_the_single_run_and_a_rerun_reports_it(
     old_style = run_dir.with_name(run_dir.name.rsplit("-", 1)[0] + "-1e6548e1")
     run_dir.rename(old_style)
     assert generate_main([f"checkpoint={old_style}", "prompt=def ", "max_new_tokens=4"]) == 0
+
+
+@pytest.mark.integration
+def test_a_run_whose_run_dir_is_gone_is_found_in_the_store(tmp_path: Path, cache_dir: Path) -> None:
+    """A purged scratch disk, or a fresh clone of committed results: the store's record of the
+    same identity stands, so nothing trains twice; another store, or resume=false, trains."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = [*RUN, f"cache_dir={cache_dir}", f"tracking.uri={uri}"]
+    single = run_cli(args, tmp_path)
+    assert single.returncode == 0, single.stderr[-3000:]
+    (run_dir,) = run_dirs(tmp_path)
+    (first,) = experiment_runs(uri, "gpt5_ablate")
+    history = MlflowClient(uri).get_metric_history(first.info.run_id, "val/loss")
+
+    shutil.rmtree(run_dir)
+    again = run_cli(args, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.lstrip().startswith(f"Already finished, as recorded in {uri}")
+    assert f"MLflow run: {first.info.run_id}" in again.stdout
+    assert f"-> {first.data.metrics['val/loss']:.3f}" in again.stdout
+    assert f"loss {first.data.metrics['final/val_loss']:.3f}" in again.stdout
+    assert f"Checkpoint: none in {run_dir}" in again.stdout
+    assert len(experiment_runs(uri, "gpt5_ablate")) == 1
+    assert MlflowClient(uri).get_metric_history(first.info.run_id, "val/loss") == history
+    assert not (run_dir / FINISHED_FILE).exists()
+
+    # A sweep that contains it finds it too, and counts it: the run joins the sweep.
+    sweep = run_cli(["-m", *args, "attention=gqa,mla"], tmp_path)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    assert "(1 had finished before: not trained again)" in sweep.stderr
+    runs = [r for r in experiment_runs(uri, "gpt5_ablate") if "sweep_parent" not in r.data.tags]
+    assert len(runs) == 2
+    mla = next(r for r in runs if r.data.tags["attention"] == "mla")
+    found = MlflowClient(uri).get_run(first.info.run_id)
+    assert found.data.tags["sweep_id"] == mla.data.tags["sweep_id"]
+
+    # Another store never recorded it: it trains there.
+    elsewhere = f"sqlite:///{tmp_path}/other.db"
+    other = run_cli([*RUN, f"cache_dir={cache_dir}", f"tracking.uri={elsewhere}"], tmp_path)
+    assert other.returncode == 0, other.stderr[-3000:]
+    assert other.stdout.lstrip().startswith("Done:")
+
+    # resume=false trains it again in the first store, as a new MLflow run.
+    shutil.rmtree(run_dir)
+    retrain = run_cli([*args, "trainer.resume=false"], tmp_path)
+    assert retrain.returncode == 0, retrain.stderr[-3000:]
+    assert retrain.stdout.lstrip().startswith("Done:")
+    assert len(experiment_runs(uri, "gpt5_ablate")) == 4  # single, mla, sweep parent, retrain

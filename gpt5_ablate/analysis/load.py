@@ -159,13 +159,14 @@ def _tracking_uri(uri: str) -> Iterator[None]:
 
 def check_store(tracking_uri: str) -> None:
     """A SQLite store that does not exist is an error (opening it would create an empty one)."""
-    if tracking_uri.startswith("sqlite:///"):
-        path = Path(tracking_uri.removeprefix("sqlite:///")).expanduser()
-        if not path.is_file():
-            raise InputError(
-                f"There is no MLflow store at {path} (tracking.uri={tracking_uri}); pass the "
-                "tracking.uri the runs were logged to."
-            )
+    from gpt5_ablate.train.tracking import sqlite_file
+
+    path = sqlite_file(tracking_uri)
+    if path is not None and not path.is_file():
+        raise InputError(
+            f"There is no MLflow store at {path} (tracking.uri={tracking_uri}); pass the "
+            "tracking.uri the runs were logged to."
+        )
 
 
 def search_runs(

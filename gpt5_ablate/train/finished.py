@@ -5,6 +5,12 @@ reads its result back instead of training, evaluating or logging again; ``traine
 trains it again from step 0. The record names the final checkpoint: a run whose final checkpoint
 is gone or damaged is not finished, and resumes as usual.
 
+When the run dir holds nothing (no ``finished.json``, no checkpoint: a scratch disk purged, a fresh
+clone of committed results), the tracking store is asked instead: a FINISHED run of the same
+experiment whose run dir had the same name (the name ends in the run's identity hash, see
+gpt5_ablate.run_identity) is that run, and its recorded result is reported. It has no
+checkpoint here to resume or generate from; ``trainer.resume=false`` trains it again.
+
 A finished run found by a sweep joins that sweep, so the sweep's report counts it: it is tagged
 ``in_sweep.<sweep_id>`` (a run may belong to several sweeps: the one that trained it, and every
 sweep that found it finished), and gets ``sweep_id`` too when it had none (a single run made
@@ -31,7 +37,10 @@ FORMAT = 1
 
 @dataclasses.dataclass
 class AlreadyFinished(TrainResult):
-    """The result of an earlier, finished run of the same configuration in the same run dir."""
+    """The result of an earlier, finished run of the same configuration: from its run dir, or,
+    when ``recorded_in`` names a tracking store, from that store alone (no checkpoint here)."""
+
+    recorded_in: str | None = None
 
 
 def record_finished(result: TrainResult) -> None:
@@ -73,6 +82,77 @@ def read_finished(run_dir: Path, total_steps: int) -> AlreadyFinished | None:
         return AlreadyFinished(**values)
     except TypeError:  # written by a harness version whose result had other fields
         return None
+
+
+def recorded_finished(
+    run_dir: Path, total_steps: int, uri: str, experiment: str
+) -> AlreadyFinished | None:
+    """The store's record of this run when it finished elsewhere or its run dir was emptied:
+    the newest FINISHED run of ``experiment`` whose ``run_dir`` tag has this run dir's name and
+    whose final pass was logged at ``total_steps``. None when there is none, or the store can't
+    be read (the run then trains, as it would without a store)."""
+    from mlflow.tracking import MlflowClient
+
+    from gpt5_ablate.secrets import redact_text, redact_uri
+    from gpt5_ablate.train.tracking import sqlite_file
+
+    store = sqlite_file(uri)
+    if store is not None and not store.is_file():
+        return None  # no store yet: asking would create one
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            return None
+        # LIKE's "_" matches any one character: the exact name is compared below.
+        runs = client.search_runs(
+            [found.experiment_id],
+            filter_string=f"attributes.status = 'FINISHED' and tags.run_dir LIKE '%{run_dir.name}'",
+            order_by=["attributes.start_time DESC"],
+        )
+        for run in runs:
+            recorded_dir = run.data.tags.get("run_dir", "").replace("\\", "/")
+            if recorded_dir.rsplit("/", 1)[-1] != run_dir.name:
+                continue
+            history = client.get_metric_history(run.info.run_id, "final/val_loss")
+            if not history or history[-1].step != total_steps:
+                continue
+            first = [
+                m for m in client.get_metric_history(run.info.run_id, "val/loss") if m.step == 0
+            ]
+            return _from_record(run, run_dir, total_steps, first, redact_uri(uri))
+    except Exception as error:  # the store is down or unreadable: train as if it had no record
+        log.warning(redact_text(f"warning: could not ask {uri} whether this run finished: {error}"))
+    return None
+
+
+def _from_record(
+    run: Any, run_dir: Path, total_steps: int, first: list[Any], store: str
+) -> AlreadyFinished:
+    """A TrainResult rebuilt from an MLflow run's metrics and params (names as records.py logs)."""
+    metrics, params = run.data.metrics, run.data.params
+    full_eval = {
+        k.removeprefix("final/val_"): v for k, v in metrics.items() if k.startswith("final/val_")
+    }
+    full_eval |= {
+        "test_" + k.removeprefix("final/test_"): v
+        for k, v in metrics.items()
+        if k.startswith("final/test_") and "_pos_" not in k
+    }
+    nan = float("nan")
+    return AlreadyFinished(
+        run_dir=run_dir,
+        checkpoint=run_dir / "checkpoints",
+        run_id=run.info.run_id,
+        steps=total_steps,
+        tokens=int(metrics.get("train/tokens_seen", 0)),
+        elapsed_s=float(metrics.get("final/elapsed_s", nan)),
+        final_eval={k.removeprefix("val/"): v for k, v in metrics.items() if k.startswith("val/")},
+        first_eval={"loss": first[0].value} if first else {},
+        unigram_loss=float(params.get("unigram_val_loss", nan)),
+        full_eval=full_eval,
+        recorded_in=store,
+    )
 
 
 def join_sweep(uri: str, run_id: str, sweep_id: str) -> None:

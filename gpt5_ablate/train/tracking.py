@@ -40,10 +40,18 @@ RUN_ID_FILE = "mlflow_run.json"
 RETRY_AFTER_S = 60.0  # after a failed call, send nothing until this much time has passed
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The file of a ``sqlite:///`` store (None for any other kind). Opening a missing file
+    would create an empty store, so readers check it exists first."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///")).expanduser()
+
+
 def check_tracking_uri(uri: str) -> None:
     """Raise InputError now, before any training, if the store cannot be used."""
-    if uri.startswith("sqlite:///"):
-        path = Path(uri.removeprefix("sqlite:///")).expanduser()
+    path = sqlite_file(uri)
+    if path is not None:
         parent = path.parent if str(path.parent) else Path(".")
         if not parent.exists():
             raise InputError(

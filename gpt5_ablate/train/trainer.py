@@ -37,6 +37,7 @@ from gpt5_ablate.train.checkpoint import (
     rng_state,
     set_rng_state,
 )
+from gpt5_ablate.train.checkpoint_files import step_dirs
 from gpt5_ablate.train.evaluate import evaluate
 from gpt5_ablate.train.finished import (
     AlreadyFinished,
@@ -44,6 +45,7 @@ from gpt5_ablate.train.finished import (
     join_sweep,
     read_finished,
     record_finished,
+    recorded_finished,
 )
 from gpt5_ablate.train.plan import TrainPlan
 from gpt5_ablate.train.records import RunRecorder, TrainResult
@@ -117,15 +119,23 @@ class Trainer:
             self.recorder.close(status)
 
     def already_finished(self) -> AlreadyFinished | None:
-        """The run dir's earlier result when this run already finished there (nothing is
-        trained, evaluated or logged again); ``trainer.resume=false`` trains it again."""
+        """The earlier result when this run already finished: from its run dir, or, when the run
+        dir holds no checkpoint, from the tracking store's record (finished.py). Nothing is
+        trained, evaluated or logged again; ``trainer.resume=false`` trains it again."""
         if not self.config.resume:
             return None
+        sweep_id, tracking = self.recorder.sweep_id, self.plan.tracking
         finished = read_finished(self.run_dir, self.plan.total_steps)
+        if finished is not None:
+            self.checkpointer.check_config(finished.checkpoint, self.recorded_config)
+        elif tracking.enabled and not step_dirs(self.checkpointer.root):
+            # Nothing here to go on (a purged disk, a fresh clone of committed results): the
+            # store may have recorded this run finishing, under a run dir of the same name.
+            finished = recorded_finished(
+                self.run_dir, self.plan.total_steps, tracking.uri, tracking.experiment
+            )
         if finished is None:
             return None
-        self.checkpointer.check_config(finished.checkpoint, self.recorded_config)
-        sweep_id, tracking = self.recorder.sweep_id, self.plan.tracking
         if sweep_id and finished.run_id and tracking.enabled and self.dist.is_main:
             join_sweep(tracking.uri, finished.run_id, sweep_id)
         return finished
