@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -102,6 +103,15 @@ def run_dirs(cwd: Path) -> list[Path]:
     return sorted(p for p in (cwd / "outputs" / "gpt5_ablate").glob("*-s0-*") if p.is_dir())
 
 
+def train_single(args: list[str], cwd: Path, uri: str) -> tuple[Path, Any, list[Any]]:
+    """One single run: its run dir, its MLflow run and its val/loss history."""
+    single = run_cli(args, cwd)
+    assert single.returncode == 0, single.stderr[-3000:]
+    (run_dir,) = run_dirs(cwd)
+    (first,) = experiment_runs(uri, "gpt5_ablate")
+    return run_dir, first, MlflowClient(uri).get_metric_history(first.info.run_id, "val/loss")
+
+
 @pytest.mark.integration
 def test_a_sweep_finds_the_single_run_and_a_rerun_reports_it(
     tmp_path: Path, cache_dir: Path
@@ -109,11 +119,7 @@ def test_a_sweep_finds_the_single_run_and_a_rerun_reports_it(
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     args = [*RUN, f"cache_dir={cache_dir}", f"tracking.uri={uri}"]
 
-    single = run_cli(args, tmp_path)
-    assert single.returncode == 0, single.stderr[-3000:]
-    (run_dir,) = run_dirs(tmp_path)
-    (first,) = experiment_runs(uri, "gpt5_ablate")
-    history = MlflowClient(uri).get_metric_history(first.info.run_id, "val/loss")
+    run_dir, first, history = train_single(args, tmp_path, uri)
 
     # The sweep restates the defaults (gqa, muon_adamw): that job is the single run.
     sweep = run_cli(["-m", *args, "attention=gqa,mla", "trainer.progress=true"], tmp_path)
@@ -171,11 +177,7 @@ def test_a_run_whose_run_dir_is_gone_is_found_in_the_store(tmp_path: Path, cache
     same identity stands, so nothing trains twice; another store, or resume=false, trains."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     args = [*RUN, f"cache_dir={cache_dir}", f"tracking.uri={uri}"]
-    single = run_cli(args, tmp_path)
-    assert single.returncode == 0, single.stderr[-3000:]
-    (run_dir,) = run_dirs(tmp_path)
-    (first,) = experiment_runs(uri, "gpt5_ablate")
-    history = MlflowClient(uri).get_metric_history(first.info.run_id, "val/loss")
+    run_dir, first, history = train_single(args, tmp_path, uri)
 
     shutil.rmtree(run_dir)
     again = run_cli(args, tmp_path)
