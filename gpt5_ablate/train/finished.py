@@ -140,6 +140,8 @@ def _from_record(
         if k.startswith("final/test_") and "_pos_" not in k
     }
     nan = float("nan")
+    # The last periodic eval; a run that logged none has its full-split loss in its place.
+    final_eval = {k.removeprefix("val/"): v for k, v in metrics.items() if k.startswith("val/")}
     return AlreadyFinished(
         run_dir=run_dir,
         checkpoint=run_dir / "checkpoints",
@@ -147,7 +149,7 @@ def _from_record(
         steps=total_steps,
         tokens=int(metrics.get("train/tokens_seen", 0)),
         elapsed_s=float(metrics.get("final/elapsed_s", nan)),
-        final_eval={k.removeprefix("val/"): v for k, v in metrics.items() if k.startswith("val/")},
+        final_eval=final_eval or {"loss": full_eval.get("loss", nan)},
         first_eval={"loss": first[0].value} if first else {},
         unigram_loss=float(params.get("unigram_val_loss", nan)),
         full_eval=full_eval,
