@@ -40,6 +40,7 @@ from gpt5_ablate.ladder import (
 )
 from gpt5_ablate.registry import as_typed
 from gpt5_ablate.train.finished import SWEEP_MEMBER_TAG
+from gpt5_ablate.train.tracking import sqlite_file
 
 PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "conf" / "protocol"
 SWEEP_ID_ENV = "GPT5_ABLATE_SWEEP_ID"  # shared by a stage's sweeps (hydra_callbacks reads it)
@@ -245,7 +246,8 @@ class Runner:
         """The stage's report (its sweep alone) into ``out/<stage>/``; from the committed
         ``out/export/`` when the MLflow store is not there (see gpt5_ablate.analysis.export)."""
         uri, export = self.args.tracking_uri, self.out / "export"
-        gone = uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file()
+        store = sqlite_file(uri)
+        gone = store is not None and not store.is_file()
         source = [f"source={export}"] if gone and (export / "export.json").is_file() else []
         command = [
             sys.executable, "-m", "gpt5_ablate.report", f"experiment={self.protocol.experiment}",

@@ -121,19 +121,24 @@ class Trainer:
     def already_finished(self) -> AlreadyFinished | None:
         """The earlier result when this run already finished: from its run dir, or, when the run
         dir holds no checkpoint, from the tracking store's record (finished.py). Nothing is
-        trained, evaluated or logged again; ``trainer.resume=false`` trains it again."""
-        if not self.config.resume:
-            return None
+        trained, evaluated or logged again; ``trainer.resume=false`` trains it again.
+
+        Otherwise the run is about to train, so a bad or unreachable store is one clear error
+        here, before the store is first asked (not after MLflow's retries) or any data is read."""
         sweep_id, tracking = self.recorder.sweep_id, self.plan.tracking
-        finished = read_finished(self.run_dir, self.plan.total_steps)
+        finished = (
+            read_finished(self.run_dir, self.plan.total_steps) if self.config.resume else None
+        )
         if finished is not None:
             self.checkpointer.check_config(finished.checkpoint, self.recorded_config)
-        elif tracking.enabled and not step_dirs(self.checkpointer.root):
-            # Nothing here to go on (a purged disk, a fresh clone of committed results): the
-            # store may have recorded this run finishing, under a run dir of the same name.
-            finished = recorded_finished(
-                self.run_dir, self.plan.total_steps, tracking.uri, tracking.experiment
-            )
+        elif tracking.enabled:
+            tr.check_tracking_uri(tracking.uri)
+            if self.config.resume and not step_dirs(self.checkpointer.root):
+                # Nothing here to go on (a purged disk, a fresh clone of committed results): the
+                # store may have recorded this run finishing, under a run dir of the same name.
+                finished = recorded_finished(
+                    self.run_dir, self.plan.total_steps, tracking.uri, tracking.experiment
+                )
         if finished is None:
             return None
         if sweep_id and finished.run_id and tracking.enabled and self.dist.is_main:
@@ -143,9 +148,8 @@ class Trainer:
     # --- setup --------------------------------------------------------------------------------
 
     def setup(self) -> Path | None:
-        """Everything before the first step; returns the checkpoint resumed from, if any."""
-        if self.plan.tracking.enabled:
-            tr.check_tracking_uri(self.plan.tracking.uri)
+        """Everything before the first step (the store was checked by already_finished);
+        returns the checkpoint resumed from, if any."""
         resume_from = self.find_checkpoint()
         self.prepared = prepare_data(
             self.plan.data,
