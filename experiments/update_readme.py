@@ -92,9 +92,9 @@ def _calls_text() -> str:
 
 
 def _stages_text(stages: list[str]) -> str:
-    """A call's stages by kind, e.g. "selection rounds 1-3 at `ladder_s2`, `ladder_s1`; compare
-    at ...": stage names are ``select-<size>-<optimizer>-<key>[-r<round>]``, ``compare-<size>``
-    and ``context-<size>``."""
+    """A call's stages by kind, e.g. "selection rounds 1–3 at `ladder_s2`, `ladder_s1`, report
+    seeds at `ladder_s2`": stage names are ``select-<size>-<optimizer>-<key>[-r<round>]``,
+    ``compare-<size>`` and ``context-<size>``."""
     sizes: dict[str, dict[str, None]] = {}
     rounds: set[int] = set()
     for stage in stages:
